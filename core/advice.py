@@ -1,0 +1,163 @@
+"""The recommendation and the merge suggestion: pure functions of classified points.
+
+Recipe (METHOD.md 4.1): among checkpoints whose log-ppl lies within ``band`` times
+the minimum, take the one with the highest accuracy (ties: the earliest). Then say
+what the naive rules (lowest ppl, highest accuracy, the last checkpoint) would
+have picked, and suggest merging the recommended (or best healthy) checkpoint
+with the latest over-memorized one (METHOD.md 4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from core.phases import Phase, Phases, Point, Thresholds, classify, log_ratio
+
+
+@dataclass(frozen=True)
+class Advice:
+    split: str | None
+    thresholds: Thresholds
+    phases: Phases
+    recommended: str | None
+    merge: tuple[str, str] | None
+    reasons: tuple[str, ...]
+    naive: tuple[tuple[str, str | None], ...]  # (rule, checkpoint it picks)
+    warnings: tuple[str, ...]
+
+
+def _pct(acc: float) -> str:
+    return f"{acc * 100:.1f}%"
+
+
+def advise(points: Sequence[Point], split: str | None, t: Thresholds = Thresholds()) -> Advice:
+    """Recommend a checkpoint on ``split`` from its points (in trajectory order)."""
+    phases = classify(points, t)
+    full = [p for p in points if p.ppl is not None and p.acc is not None]
+    reasons: list[str] = []
+    naive: list[tuple[str, str | None]] = []
+    recommended: str | None = None
+    where = f"on {split}" if split else ""
+
+    if not points or all(p.ppl is None and p.acc is None for p in points):
+        reasons.append(f"no checkpoint has metrics {where} yet: nothing to recommend")
+    elif not full:
+        recommended = _fallback(points, split, reasons)
+    else:
+        min_p = min((p for p in points if p.ppl is not None), key=lambda p: p.ppl)
+        band = [p for p in full if log_ratio(p.ppl, min_p.ppl) <= t.band]
+        chosen = max(band, key=lambda p: p.acc)  # max keeps the first of ties: the earliest
+        recommended = chosen.name
+        if len(full) == 1:
+            reasons.append(f"{chosen.name} is the only checkpoint with ppl and accuracy {where}")
+        else:
+            reasons.append(
+                f"{chosen.name}: highest {split} accuracy ({_pct(chosen.acc)}{_n(chosen)}) among the "
+                f"{len(band)} checkpoint{'s' if len(band) != 1 else ''} whose {split} ppl is within "
+                f"{t.band:g}x (log scale) of the minimum ({min_p.ppl:.4g} at {min_p.name})"
+            )
+            reasons.extend(_naive_reasons(points, chosen, min_p, phases, split, naive))
+    merge = _merge_pair(points, phases, recommended)
+    if merge:
+        reasons.append(
+            f"merge {merge[0]} + {merge[1]}: average the deltas of a healthy and an over-memorized "
+            "checkpoint (the method's remedy); overmem merge can do it exactly"
+        )
+    return Advice(
+        split=split,
+        thresholds=t,
+        phases=phases,
+        recommended=recommended,
+        merge=merge,
+        reasons=tuple(reasons),
+        naive=tuple(naive),
+        warnings=tuple(_warnings(points, phases, split)),
+    )
+
+
+def _n(p: Point) -> str:
+    return f", n={p.n}" if p.n else ""
+
+
+def _fallback(points: Sequence[Point], split: str | None, reasons: list[str]) -> str:
+    with_acc = [p for p in points if p.acc is not None]
+    if with_acc:
+        best = max(with_acc, key=lambda p: p.acc)
+        reasons.append(
+            f"{best.name}: highest {split} accuracy; no perplexity on {split}, so an over-memorized "
+            "checkpoint cannot be told apart (evaluate ppl to apply the method's rule)"
+        )
+        return best.name
+    lowest = min((p for p in points if p.ppl is not None), key=lambda p: p.ppl)
+    reasons.append(
+        f"{lowest.name}: lowest {split} ppl; no accuracy on {split}, and the method warns that "
+        "ppl alone picks too early (evaluate accuracy to apply its rule)"
+    )
+    return lowest.name
+
+
+def _naive_reasons(points, chosen, min_p, phases: Phases, split, naive) -> list[str]:
+    out = []
+    full = [p for p in points if p.ppl is not None and p.acc is not None]
+    naive.append(("lowest ppl", min_p.name))
+    if min_p.name != chosen.name:
+        if min_p.acc is not None and min_p.acc < chosen.acc:
+            delta = f"{(chosen.acc - min_p.acc) * 100:.1f} points less accurate"
+        else:
+            delta = "no more accurate"
+        out.append(f"lowest {split} ppl picks {min_p.name}, {delta}")
+    top = max(full, key=lambda p: p.acc)
+    naive.append(("highest accuracy", top.name))
+    if top.name != chosen.name:
+        out.append(f"highest {split} accuracy picks {top.name}, {_describe(top, phases)}")
+    trajectory = [p for p in points if p.on_trajectory]
+    last = trajectory[-1] if trajectory else None
+    naive.append(("last checkpoint", last.name if last else None))
+    if last is not None and last.name not in (chosen.name, top.name):
+        out.append(f"the last checkpoint {last.name} is {_describe(last, phases)}")
+    return out
+
+
+def _describe(p: Point, phases: Phases) -> str:
+    verdict = phases.of(p.name)
+    if verdict is None:
+        return "unclassified"
+    text = f"{verdict.phase.value} ({verdict.phase.meaning})"
+    if verdict.log_ratio is not None and phases.min_ppl is not None and p.ppl is not None:
+        text += f": ppl {p.ppl:.4g} vs minimum {phases.min_ppl:.4g}, log-ppl {verdict.log_ratio:.2f}x"
+    if verdict.acc_gap:
+        text += f", {verdict.acc_gap * 100:.1f} points below the best accuracy"
+    return text
+
+
+def _merge_pair(points, phases: Phases, recommended: str | None) -> tuple[str, str] | None:
+    mergeable = [p for p in points if p.on_trajectory and p.mergeable]
+    phase = {v.name: v.phase for v in phases.verdicts}
+    purple = [p for p in mergeable if phase.get(p.name) is Phase.PURPLE]
+    if not purple:
+        return None
+    late = purple[-1]
+    names = {p.name for p in mergeable}
+    if recommended in names and phase.get(recommended) is Phase.YELLOW:
+        early = recommended
+    else:
+        yellow = [p for p in mergeable if phase.get(p.name) is Phase.YELLOW and p.acc is not None]
+        if not yellow:
+            return None
+        early = max(yellow, key=lambda p: p.acc).name
+    return (early, late.name) if early != late.name else None
+
+
+def _warnings(points, phases: Phases, split) -> list[str]:
+    if not phases.onset:
+        return []
+    trajectory = [p for p in points if p.on_trajectory and p.ppl is not None]
+    latest = trajectory[-1]
+    verdict = phases.of(latest.name)
+    if verdict is None or verdict.phase is not Phase.PURPLE:
+        return [f"{split} ppl rose while accuracy held between {phases.onset} and {latest.name}"]
+    return [
+        f"{split} ppl {latest.ppl / phases.min_ppl:.2f}x its minimum (log-ppl {verdict.log_ratio:.2f}x) "
+        f"while accuracy is flat: over-memorizing since {phases.onset}"
+    ]

@@ -1,0 +1,190 @@
+"""Phase of each checkpoint (black / yellow / purple / overfit): a pure function.
+
+A checkpoint's accuracy is "high" when it is not clearly below the best one's: a
+binomial standard error test on the difference when sample counts are known, a
+relative tolerance otherwise. Its perplexity is "high" when its log (the mean
+token NLL) exceeds the run's minimum log-ppl by a factor. A factor on log-ppl
+means the same for an 8B model at test ppl 3-5 and for a tiny model near 1.2; a
+factor on raw ppl does not (the paper's 4.5x ppl is ~2.4x log-ppl; the tiny
+demo's 1.2x ppl can be 2x log-ppl).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Sequence
+
+# Log-ppl below this counts as this (a perfect model's log-ppl is 0, and every
+# ratio to 0 would be infinite).
+_MIN_LOG_PPL = 1e-3
+
+
+class Phase(str, Enum):
+    BLACK = "black"
+    YELLOW = "yellow"
+    PURPLE = "purple"
+    OVERFIT = "overfit"
+    UNKNOWN = "unknown"
+
+    @property
+    def meaning(self) -> str:
+        return PHASE_MEANING[self]
+
+
+PHASE_MEANING = {
+    Phase.BLACK: "under-trained",
+    Phase.YELLOW: "healthy",
+    Phase.PURPLE: "over-memorized",
+    Phase.OVERFIT: "over-fitted",
+    Phase.UNKNOWN: "not enough metrics",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every knob of the classifier and the recommendation, reported with results."""
+
+    ppl_factor: float = 1.5  # high ppl: log-ppl > ppl_factor * minimum log-ppl
+    band: float = 1.25  # recommendation band: log-ppl <= band * minimum log-ppl
+    z: float = 2.0  # accuracy "clearly below": more than z binomial SE of the difference
+    rel_tol: float = 0.10  # without sample counts: more than 10% below the best
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "Thresholds":
+        from core.errors import UsageError
+
+        if not self.ppl_factor > 1.0:
+            raise UsageError(f"ppl factor must be above 1, got {self.ppl_factor}")
+        if not self.band >= 1.0:
+            raise UsageError(f"band must be at least 1, got {self.band}")
+        if not self.z > 0:
+            raise UsageError(f"z must be positive, got {self.z}")
+        if not 0 <= self.rel_tol < 1:
+            raise UsageError(f"relative tolerance must be in [0, 1), got {self.rel_tol}")
+        return self
+
+
+@dataclass(frozen=True)
+class Point:
+    """One checkpoint's values on the split that drives the phases.
+
+    Points come in trajectory order; ``on_trajectory`` is False for merges, which
+    are judged against the trajectory but do not move its minimum or peak.
+    """
+
+    name: str
+    ppl: float | None
+    acc: float | None
+    n: int | None = None
+    on_trajectory: bool = True
+    mergeable: bool = True
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    phase: Phase
+    log_ratio: float | None  # log-ppl / minimum log-ppl
+    acc_gap: float | None  # best accuracy - this accuracy
+    reason: str
+
+
+@dataclass(frozen=True)
+class Phases:
+    verdicts: tuple[Verdict, ...]
+    min_name: str | None
+    min_ppl: float | None
+    best_name: str | None
+    best_acc: float | None
+    best_n: int | None
+    onset: str | None
+
+    def of(self, name: str) -> Verdict | None:
+        for v in self.verdicts:
+            if v.name == name:
+                return v
+        return None
+
+
+def log_ppl(ppl: float) -> float:
+    return max(math.log(ppl), _MIN_LOG_PPL) if ppl > 0 else _MIN_LOG_PPL
+
+
+def log_ratio(ppl: float, min_ppl: float) -> float:
+    return log_ppl(ppl) / log_ppl(min_ppl)
+
+
+def accuracy_is_high(acc: float, n: int | None, best: float, best_n: int | None, t: Thresholds) -> bool:
+    """True unless ``acc`` is clearly below ``best`` (see module doc)."""
+    if acc >= best:
+        return True
+    if n and best_n:
+        se = math.sqrt(best * (1 - best) / best_n + acc * (1 - acc) / n)
+        return se > 0 and (best - acc) <= t.z * se
+    return acc >= best * (1 - t.rel_tol)
+
+
+def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
+    """Classify every point; see the module doc for the rules."""
+    trajectory = [p for p in points if p.on_trajectory]
+    with_ppl = [p for p in trajectory if p.ppl is not None] or [p for p in points if p.ppl is not None]
+    with_acc = [p for p in trajectory if p.acc is not None] or [p for p in points if p.acc is not None]
+    min_p = min(with_ppl, key=lambda p: p.ppl) if with_ppl else None
+    best_p = max(with_acc, key=lambda p: p.acc) if with_acc else None
+    position = {p.name: i for i, p in enumerate(trajectory)}
+    min_index = position.get(min_p.name, -1) if min_p else -1
+    high = {
+        p.name: accuracy_is_high(p.acc, p.n, best_p.acc, best_p.n, t)
+        for p in points
+        if p.acc is not None and best_p is not None
+    }
+    first_high = next((i for i, p in enumerate(trajectory) if high.get(p.name)), None)
+    verdicts = []
+    for p in points:
+        index = position.get(p.name) if p.on_trajectory else None
+        ratio = log_ratio(p.ppl, min_p.ppl) if p.ppl is not None and min_p else None
+        gap = best_p.acc - p.acc if p.acc is not None and best_p else None
+        verdicts.append(_verdict(p, index, ratio, gap, high.get(p.name), first_high, min_index, best_p, t))
+    onset = next(
+        (v.name for v, p in zip(verdicts, points) if p.on_trajectory and v.phase is Phase.PURPLE), None
+    )
+    return Phases(
+        verdicts=tuple(verdicts),
+        min_name=min_p.name if min_p else None,
+        min_ppl=min_p.ppl if min_p else None,
+        best_name=best_p.name if best_p else None,
+        best_acc=best_p.acc if best_p else None,
+        best_n=best_p.n if best_p else None,
+        onset=onset,
+    )
+
+
+def _verdict(p, index, ratio, gap, acc_high, first_high, min_index, best_p, t) -> Verdict:
+    ppl_text = "" if ratio is None else f"log-ppl {ratio:.2f}x its minimum"
+    if p.acc is None and p.ppl is None:
+        return Verdict(p.name, Phase.UNKNOWN, None, None, "no metrics on this split")
+    if acc_high is False:
+        gap_text = f"accuracy {gap * 100:.1f} points below the best ({best_p.name})"
+        after_peak = index is not None and first_high is not None and index > first_high
+        if after_peak:
+            return Verdict(p.name, Phase.OVERFIT, ratio, gap, _join(gap_text, "after its peak", ppl_text))
+        return Verdict(p.name, Phase.BLACK, ratio, gap, _join(gap_text, ppl_text))
+    if acc_high is None:
+        return Verdict(p.name, Phase.UNKNOWN, ratio, gap, _join("no accuracy", ppl_text))
+    if ratio is None:
+        return Verdict(p.name, Phase.UNKNOWN, None, gap, "accuracy high, no perplexity")
+    if ratio > t.ppl_factor:
+        if index is not None and index < min_index:
+            return Verdict(p.name, Phase.BLACK, ratio, gap, _join(ppl_text, "still falling"))
+        return Verdict(
+            p.name, Phase.PURPLE, ratio, gap, _join("accuracy high", ppl_text, f"> {t.ppl_factor:g}x")
+        )
+    return Verdict(p.name, Phase.YELLOW, ratio, gap, _join("accuracy high", ppl_text))
+
+
+def _join(*parts: str) -> str:
+    return ", ".join(part for part in parts if part)

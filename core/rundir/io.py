@@ -1,0 +1,155 @@
+"""Low-level file primitives of the run directory: atomic writes, locked appends, tails.
+
+Everything a reader can see is complete: whole files appear by rename, and
+appended lines are written with one locked ``write`` so two processes (a trainer
+and an evaluator) never interleave partial lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from contextlib import contextmanager
+
+
+def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    """A hidden name next to ``path`` that readers ignore (they skip dot-names)."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """Write a whole JSON-lines file at once (per-sample sidecars)."""
+    text = "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows)
+    atomic_write_text(path, text)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "r", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def append_line(path: Path, obj: dict) -> None:
+    """Append one JSON record as one line, under an exclusive lock.
+
+    O_APPEND puts every write at the current end; the lock makes the write of a
+    long line indivisible for other overmem writers even on file systems where
+    O_APPEND alone does not promise it.
+    """
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class TailLine:
+    """One complete line read by a tail: its 1-based number and its text."""
+
+    lineno: int
+    text: str
+
+
+class JsonlTail:
+    """Reads only the complete lines appended to a file since the last call.
+
+    Remembers a byte offset; a torn last line (no newline yet) is left unread and
+    returned once it is complete. If the file shrinks (rewritten), it starts over
+    and says so through ``restarted``. Pure polling, so it works on network file
+    systems where inotify does not.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.lineno = 0
+        self.torn = False
+        self.restarted = False
+
+    def read_new(self) -> list[TailLine]:
+        self.restarted = False
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            self.torn = False
+            return []
+        if size < self.offset:
+            self.offset, self.lineno, self.restarted = 0, 0, True
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(size - self.offset)
+        end = chunk.rfind(b"\n")
+        self.torn = end != len(chunk) - 1
+        if end < 0:
+            return []
+        complete = chunk[: end + 1]
+        self.offset += len(complete)
+        lines = []
+        for raw in complete.split(b"\n")[:-1]:
+            self.lineno += 1
+            if raw.strip():
+                lines.append(TailLine(self.lineno, raw.decode("utf-8", errors="replace")))
+        return lines
+
+
+@contextmanager
+def staged_dir(final: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary folder that becomes ``final`` only on success.
+
+    On an exception the temporary folder is removed and ``final`` is untouched.
+    With ``force`` an existing ``final`` is replaced (moved aside, then deleted).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(final, "staging")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            if not force:
+                raise FileExistsError(str(final))
+            old = temp_sibling(final, "old")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

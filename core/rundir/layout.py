@@ -1,0 +1,223 @@
+"""The run directory: where each file lives, and the only code that writes them.
+
+::
+
+    RUN/
+      run.json                      RunInfo (what was trained, status)
+      metrics.jsonl                 append-only Metric / TrainLog records
+      selection.json                the checkpoint a user selected/exported
+      checkpoints/<name>/           a checkpoint folder + checkpoint.json (appears by rename)
+      samples/<name>/<split>.<part>.jsonl   per-sample sidecars (ppl, gen, probe-*)
+      claims/<name>.json            an evaluator's claim on a checkpoint
+      init_adapter/                 PiSSA/MiLoRA initial adapter (B0, A0)
+      state/                        resume state of the trainer
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from core import __version__
+from core.errors import OutputExists, RunNotFound
+from core.rundir import io
+from core.rundir.records import (
+    CheckpointInfo,
+    Metric,
+    RunInfo,
+    TrainLog,
+)
+
+RUN_JSON = "run.json"
+METRICS = "metrics.jsonl"
+SELECTION = "selection.json"
+CHECKPOINT_JSON = "checkpoint.json"
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples"
+CLAIMS = "claims"
+INIT_ADAPTER = "init_adapter"
+STATE = "state"
+
+
+class RunDir:
+    """Paths of one overmem run directory plus its writers."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser().resolve()
+
+    # -- paths ---------------------------------------------------------------
+    @property
+    def run_json(self) -> Path:
+        return self.path / RUN_JSON
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def selection(self) -> Path:
+        return self.path / SELECTION
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def init_adapter(self) -> Path:
+        return self.path / INIT_ADAPTER
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE
+
+    def checkpoint(self, name: str) -> Path:
+        return self.checkpoints / name
+
+    def sidecar(self, checkpoint: str, split: str, part: str) -> Path:
+        return self.path / SAMPLES / checkpoint / f"{split}.{part}.jsonl"
+
+    def claim_path(self, checkpoint: str) -> Path:
+        return self.path / CLAIMS / f"{checkpoint}.json"
+
+    def exists(self) -> bool:
+        return self.run_json.is_file()
+
+    # -- run.json --------------------------------------------------------------
+    def create(self, info: RunInfo, *, exist_ok: bool = False) -> RunInfo:
+        if self.exists() and not exist_ok:
+            raise OutputExists(f"{self.path} already holds a run (use --resume or another --out)")
+        now = time.time()
+        info = replace(
+            info,
+            created=info.created or now,
+            updated=now,
+            overmem_version=__version__,
+        )
+        self.path.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(self.run_json, info.to_json())
+        return info
+
+    def read_info(self) -> RunInfo:
+        if not self.exists():
+            raise RunNotFound(f"{self.path} has no {RUN_JSON}")
+        return RunInfo.from_json(io.read_json(self.run_json))
+
+    def update_info(self, **changes) -> RunInfo:
+        info = replace(self.read_info(), updated=time.time(), **changes)
+        io.atomic_write_json(self.run_json, info.to_json())
+        return info
+
+    def set_status(self, status: str) -> RunInfo:
+        return self.update_info(status=status)
+
+    # -- metrics.jsonl ---------------------------------------------------------
+    def append(self, records: Iterable[Metric | TrainLog]) -> None:
+        for record in records:
+            io.append_line(self.metrics, record.to_json())
+
+    # -- checkpoints -------------------------------------------------------------
+    @contextmanager
+    def stage_checkpoint(self, info: CheckpointInfo, force: bool = False) -> Iterator[Path]:
+        """Yield a hidden folder to write a checkpoint into; it appears complete or not at all."""
+        final = self.checkpoint(info.name)
+        if final.exists() and not force:
+            raise OutputExists(f"checkpoint {info.name} already exists in {self.path}")
+        with io.staged_dir(final, force=force) as tmp:
+            yield tmp
+            stamped = replace(info, created=info.created or time.time())
+            io.atomic_write_json(tmp / CHECKPOINT_JSON, stamped.to_json())
+
+    def register_checkpoint(self, info: CheckpointInfo) -> None:
+        """Write checkpoint.json into an existing, complete folder (e.g. a merge output elsewhere)."""
+        folder = self.checkpoint(info.name)
+        stamped = replace(info, created=info.created or time.time())
+        io.atomic_write_json(folder / CHECKPOINT_JSON, stamped.to_json())
+
+    # -- sidecars ----------------------------------------------------------------
+    def write_sidecar(self, checkpoint: str, split: str, part: str, rows: list[dict]) -> Path:
+        path = self.sidecar(checkpoint, split, part)
+        io.write_jsonl_atomic(path, rows)
+        return path
+
+    def read_sidecar(self, checkpoint: str, split: str, part: str) -> list[dict]:
+        path = self.sidecar(checkpoint, split, part)
+        if not path.is_file():
+            return []
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    rows.append(json.loads(line))
+        return rows
+
+    # -- selection ---------------------------------------------------------------
+    def write_selection(self, name: str, exported_to: str | None = None) -> None:
+        io.atomic_write_json(
+            self.selection, {"checkpoint": name, "exported_to": exported_to, "time": time.time()}
+        )
+
+    def read_selection(self) -> str | None:
+        try:
+            obj = io.read_json(self.selection)
+        except (OSError, ValueError):
+            return None
+        name = obj.get("checkpoint") if isinstance(obj, dict) else None
+        return name if isinstance(name, str) else None
+
+    # -- claims ------------------------------------------------------------------
+    def try_claim(self, checkpoint: str) -> bool:
+        """Claim a checkpoint for evaluation; False if a live evaluator holds it.
+
+        A claim left by a dead process on this host is taken over.
+        """
+        path = self.claim_path(checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if _claim_is_stale(path):
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass
+                    continue
+                return False
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            return True
+        return False
+
+    def release_claim(self, checkpoint: str) -> None:
+        try:
+            self.claim_path(checkpoint).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _claim_is_stale(path: Path) -> bool:
+    try:
+        obj = io.read_json(path)
+    except (OSError, ValueError):
+        # Being written right now by its owner, or unreadable garbage: only garbage
+        # older than a minute counts as stale.
+        try:
+            return time.time() - path.stat().st_mtime > 60
+        except FileNotFoundError:
+            return True
+    if obj.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(obj.get("pid")), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, TypeError, ValueError):
+        return False
+    return False

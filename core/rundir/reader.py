@@ -1,0 +1,220 @@
+"""The one reader of run directories: a full load, or an incremental poll for live views.
+
+``RunReader.poll()`` re-reads only what changed: new complete lines of
+metrics.jsonl from a byte offset, checkpoint folders not seen before, run.json
+when its mtime moves. It returns a fresh immutable ``Run`` or ``None`` when
+nothing changed, so a watcher can poll every few hundred milliseconds cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from core.errors import CorruptRun, RunNotFound
+from core.rundir import hf_trainer
+from core.rundir.io import JsonlTail, read_json
+from core.rundir.layout import CHECKPOINT_JSON, RunDir
+from core.rundir.records import (
+    KIND_BASE,
+    CheckpointInfo,
+    Metric,
+    RecordError,
+    Run,
+    RunInfo,
+    TrainLog,
+    record_from_json,
+)
+
+SOURCE_OVERMEM = "overmem"
+SOURCE_HF = "hf-trainer"
+BASE_CHECKPOINT = "ep0"
+
+
+def detect_source(path: Path) -> str:
+    if not path.exists():
+        raise RunNotFound(f"{path}: no such directory")
+    if not path.is_dir():
+        raise RunNotFound(f"{path} is not a directory")
+    if (path / "run.json").is_file():
+        return SOURCE_OVERMEM
+    if hf_trainer.is_trainer_folder(path):
+        return SOURCE_HF
+    raise RunNotFound(
+        f"{path} is neither an overmem run (no run.json) nor a Hugging Face Trainer output "
+        "(no trainer_state.json)"
+    )
+
+
+def base_checkpoint(info: RunInfo) -> CheckpointInfo:
+    """The base model as the epoch-0 point of the trajectory."""
+    ref = info.base_model_ref
+    local = Path(ref) if ref and Path(ref).exists() else None
+    return CheckpointInfo(
+        name=BASE_CHECKPOINT,
+        kind=KIND_BASE,
+        epoch=0.0,
+        step=0,
+        created=info.created,
+        path=local,
+        extra={"model": info.base_model.get("id") or ref},
+    )
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class RunReader:
+    """Incremental reader of one run directory (overmem or HF Trainer)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.source = detect_source(self.path)
+        self.rundir = RunDir(self.path)
+        self._tail = JsonlTail(self.rundir.metrics)
+        self._metrics: list[Metric] = []
+        self._logs: list[TrainLog] = []
+        self._line_problems: list[str] = []
+        self._info: RunInfo | None = None
+        self._info_problem: str | None = None
+        self._checkpoints: dict[str, CheckpointInfo] = {}
+        self._ckpt_problems: dict[str, str] = {}
+        self._stamps: dict[str, object] = {}
+        self._snapshot: Run | None = None
+
+    # -- public ----------------------------------------------------------------
+    def poll(self) -> Run | None:
+        """A new snapshot if anything changed since the last call, else None."""
+        changed = self._poll_overmem() if self.source == SOURCE_OVERMEM else self._poll_hf()
+        if changed or self._snapshot is None:
+            self._snapshot = self._build()
+            return self._snapshot
+        return None
+
+    def snapshot(self) -> Run:
+        self.poll()
+        assert self._snapshot is not None
+        return self._snapshot
+
+    # -- overmem runs ----------------------------------------------------------
+    def _poll_overmem(self) -> bool:
+        changed = False
+        stamp = _mtime(self.rundir.run_json)
+        if stamp != self._stamps.get("run.json"):
+            self._stamps["run.json"] = stamp
+            changed = True
+            try:
+                self._info = RunInfo.from_json(read_json(self.rundir.run_json))
+                self._info_problem = None
+            except FileNotFoundError:
+                self._info_problem = "run.json is missing"
+            except (OSError, ValueError, RecordError, TypeError) as exc:
+                self._info_problem = f"run.json: {exc}"
+        # Listing the folder every poll is cheap and, unlike its mtime, exact on
+        # network file systems with coarse timestamps.
+        changed |= self._scan_checkpoints()
+        stamp = _mtime(self.rundir.selection)
+        if stamp != self._stamps.get("selection"):
+            self._stamps["selection"] = stamp
+            changed = True
+        torn_before = self._tail.torn
+        lines = self._tail.read_new()
+        if self._tail.restarted:
+            self._metrics, self._logs, self._line_problems = [], [], []
+            changed = True
+        for line in lines:
+            try:
+                record = record_from_json(json.loads(line.text))
+            except (ValueError, RecordError) as exc:
+                self._line_problems.append(f"metrics.jsonl:{line.lineno}: {exc}")
+            else:
+                (self._metrics if isinstance(record, Metric) else self._logs).append(record)
+        return changed or bool(lines) or torn_before != self._tail.torn
+
+    def _scan_checkpoints(self) -> bool:
+        folder = self.rundir.checkpoints
+        try:
+            names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        except FileNotFoundError:
+            names = []
+        changed = set(names) != set(self._checkpoints) | set(self._ckpt_problems)
+        for name in list(self._checkpoints):
+            if name not in names:
+                del self._checkpoints[name]
+        for name in names:
+            if name in self._checkpoints:
+                continue
+            path = folder / name
+            try:
+                info = CheckpointInfo.from_json(read_json(path / CHECKPOINT_JSON), path)
+            except FileNotFoundError:
+                self._ckpt_problems[name] = f"checkpoints/{name} has no {CHECKPOINT_JSON}"
+                continue
+            except (OSError, ValueError, RecordError, TypeError) as exc:
+                self._ckpt_problems[name] = f"checkpoints/{name}/{CHECKPOINT_JSON}: {exc}"
+                continue
+            self._ckpt_problems.pop(name, None)
+            self._checkpoints[name] = info
+            changed = True
+        return changed
+
+    # -- HF Trainer folders ----------------------------------------------------
+    def _poll_hf(self) -> bool:
+        source = hf_trainer.state_file(self.path)
+        stamp = (source, _mtime(source) if source else None, len(hf_trainer.checkpoint_folders(self.path)))
+        if stamp == self._stamps.get("hf"):
+            return False
+        self._stamps["hf"] = stamp
+        try:
+            parsed = hf_trainer.read_trainer_folder(self.path)
+        except (OSError, ValueError) as exc:
+            self._info_problem = f"trainer_state.json: {exc}"
+            return True
+        self._info_problem = None
+        self._info = parsed.info
+        self._checkpoints = {c.name: c for c in parsed.checkpoints}
+        self._metrics = list(parsed.metrics)
+        self._logs = list(parsed.train_logs)
+        self._line_problems = list(parsed.problems)
+        return True
+
+    # -- snapshot --------------------------------------------------------------
+    def _build(self) -> Run:
+        checkpoints = list(self._checkpoints.values())
+        if self.source == SOURCE_OVERMEM and self._info is not None:
+            if BASE_CHECKPOINT not in self._checkpoints:
+                checkpoints.append(base_checkpoint(self._info))
+        checkpoints.sort(key=CheckpointInfo.order_key)
+        problems = list(self._line_problems) + list(self._ckpt_problems.values())
+        if self._info_problem:
+            problems.insert(0, self._info_problem)
+        return Run(
+            path=self.path,
+            source=self.source,
+            info=self._info,
+            checkpoints=tuple(checkpoints),
+            metrics=tuple(self._metrics),
+            train_logs=tuple(self._logs),
+            problems=tuple(problems),
+            torn_tail=self._tail.torn,
+            selected=self.rundir.read_selection() if self.source == SOURCE_OVERMEM else None,
+        )
+
+
+def load_run(path: str | os.PathLike, *, strict: bool = False) -> Run:
+    """Read a run directory into an immutable snapshot.
+
+    A torn last line is skipped (it is read once complete). With ``strict`` any
+    other problem (an unreadable run.json, a record with a non-numeric value)
+    raises CorruptRun naming the file and line.
+    """
+    run = RunReader(path).snapshot()
+    if strict and run.problems:
+        more = f" (and {len(run.problems) - 1} more)" if len(run.problems) > 1 else ""
+        raise CorruptRun(f"{run.path}: {run.problems[0]}{more}")
+    return run

@@ -1,0 +1,52 @@
+"""Select a checkpoint of a run and optionally export it to a folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from core.errors import OutputExists, UnknownCheckpoint, UsageError
+from core.rundir import RunDir, load_run
+from core.rundir.io import temp_sibling
+from core.rundir.reader import SOURCE_OVERMEM
+
+
+def select_checkpoint(
+    run_path: str | os.PathLike,
+    name: str,
+    export: str | os.PathLike | None = None,
+    *,
+    link: bool = False,
+    force: bool = False,
+) -> Path | None:
+    """Record ``name`` as the run's chosen checkpoint; copy (or symlink) it to ``export``.
+
+    The copy is made under a hidden temporary name and renamed, so ``export``
+    never holds half a checkpoint. Returns the export path, if any.
+    """
+    run = load_run(run_path)
+    ckpt = run.checkpoint(name)
+    if ckpt is None:
+        have = ", ".join(c.name for c in run.checkpoints) or "none"
+        raise UnknownCheckpoint(f"no checkpoint {name!r} in {run.path} (checkpoints: {have})")
+    target = None
+    if export is not None:
+        if ckpt.path is None or not ckpt.path.is_dir():
+            raise UsageError(f"checkpoint {name} has no folder to export")
+        target = Path(export).expanduser().resolve()
+        if target.exists() or target.is_symlink():
+            if not force:
+                raise OutputExists(f"{target} exists (use --force to replace it)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(target, "export")
+        if link:
+            os.symlink(ckpt.path, tmp)
+        else:
+            shutil.copytree(ckpt.path, tmp, symlinks=False)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    if run.source == SOURCE_OVERMEM:
+        RunDir(run.path).write_selection(name, str(target) if target else None)
+    return target

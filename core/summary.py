@@ -1,0 +1,113 @@
+"""One view of a run for every front end: its table, the split in force and the advice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.advice import Advice, advise
+from core.errors import EmptyRun, UnknownSplit
+from core.history import Row, available_splits, build_table
+from core.phases import Point, Thresholds
+from core.rundir.records import KIND_BASE, Run, canonical_split
+
+
+@dataclass(frozen=True)
+class Summary:
+    run: Run
+    rows: tuple[Row, ...]
+    splits: tuple[str, ...]
+    advice: Advice
+
+    @property
+    def split(self) -> str | None:
+        return self.advice.split
+
+
+def choose_split(splits: tuple[str, ...], requested: str | None) -> str | None:
+    """The requested split (which must exist), else val, else test, else the first."""
+    if requested:
+        name = canonical_split(requested)
+        if name not in splits:
+            have = ", ".join(splits) if splits else "none"
+            raise UnknownSplit(f"split {requested!r} has no metrics in this run (splits: {have})")
+        return name
+    for default in ("val", "test"):
+        if default in splits:
+            return default
+    return splits[0] if splits else None
+
+
+def points_for(rows: tuple[Row, ...], split: str | None) -> list[Point]:
+    points = []
+    for row in rows:
+        values = row.get(split) if split else None
+        points.append(
+            Point(
+                name=row.name,
+                ppl=values.ppl if values else None,
+                acc=values.acc if values else None,
+                n=values.n if values else None,
+                on_trajectory=row.checkpoint.on_trajectory,
+                mergeable=row.checkpoint.kind != KIND_BASE and row.checkpoint.path is not None,
+            )
+        )
+    return points
+
+
+def summarize(
+    run: Run,
+    split: str | None = None,
+    thresholds: Thresholds = Thresholds(),
+    ppl_aggregate: str = "mean",
+) -> Summary:
+    rows = build_table(run, ppl_aggregate)
+    splits = available_splits(rows)
+    chosen = choose_split(splits, split)
+    advice = advise(points_for(rows, chosen), chosen, thresholds.validate())
+    return Summary(run=run, rows=rows, splits=splits, advice=advice)
+
+
+def require_metrics(summary: Summary) -> Summary:
+    """Raise EmptyRun when there is nothing to decide on."""
+    if not summary.splits:
+        what = "no checkpoints" if not summary.run.checkpoints else "no evaluated metrics"
+        raise EmptyRun(f"{summary.run.path} has {what} yet (run: overmem eval {summary.run.path})")
+    return summary
+
+
+def summary_json(summary: Summary) -> dict:
+    """The ``overmem recommend --json`` object."""
+    advice = summary.advice
+    checkpoints = []
+    for row in summary.rows:
+        verdict = advice.phases.of(row.name)
+        checkpoints.append(
+            {
+                "name": row.name,
+                "epoch": row.checkpoint.epoch,
+                "step": row.checkpoint.step,
+                "kind": row.checkpoint.kind,
+                "phase": verdict.phase.value if verdict else None,
+                "reason": verdict.reason if verdict else None,
+                "metrics": {
+                    split: {"ppl": v.ppl, "acc": v.acc, "n": v.n, "ppl_aggregate": v.ppl_aggregate}
+                    for split, v in row.splits.items()
+                },
+            }
+        )
+    return {
+        "run": str(summary.run.path),
+        "source": summary.run.source,
+        "status": summary.run.status,
+        "split": advice.split,
+        "splits": list(summary.splits),
+        "thresholds": advice.thresholds.to_json(),
+        "checkpoints": checkpoints,
+        "recommended": advice.recommended,
+        "merge": list(advice.merge) if advice.merge else None,
+        "onset": advice.phases.onset,
+        "reasons": list(advice.reasons),
+        "naive": {rule: name for rule, name in advice.naive},
+        "warnings": list(advice.warnings),
+        "problems": list(summary.run.problems),
+    }

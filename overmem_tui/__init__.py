@@ -1,0 +1,1 @@
+"""overmem's command line (Typer) and terminal UI (Textual)."""

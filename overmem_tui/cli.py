@@ -1,0 +1,88 @@
+"""The overmem command line: a thin Typer app over core.
+
+Errors: core raises OvermemError subclasses; ``OvermemGroup.invoke`` is the one
+place that turns them (and OS errors) into one stderr line and an exit code.
+``OVERMEM_DEBUG=1`` shows the traceback instead. Command modules import nothing
+heavy at module level, so ``overmem --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from core import __version__
+from core.errors import OvermemError
+
+
+def _debug() -> bool:
+    return os.environ.get("OVERMEM_DEBUG", "") not in ("", "0")
+
+
+def report_error(message: str, code: int) -> None:
+    text = " ".join(str(message).split())
+    click.echo(f"overmem: error: {text}", err=True)
+    sys.exit(code)
+
+
+class OvermemGroup(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OvermemError as exc:
+            if _debug():
+                raise
+            report_error(str(exc), exc.exit_code)
+        except OSError as exc:
+            if _debug():
+                raise
+            report_error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+
+
+app = typer.Typer(
+    name="overmem",
+    cls=OvermemGroup,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Checkpoint advisor for LLM finetuning: find over-memorized checkpoints, pick and merge the good ones.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"overmem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = None,
+) -> None:
+    """overmem: checkpoint advisor for LLM finetuning."""
+
+
+def _register() -> None:
+    from overmem_tui.commands import recommend, select
+
+    for module in (recommend, select):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Typer argument and option types shared by several commands (declared once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RunArg = Annotated[
+    Path,
+    typer.Argument(help="Run directory (overmem run or Hugging Face Trainer output).", show_default=True),
+]
+SplitOpt = Annotated[
+    Optional[str], typer.Option("--split", help="Split that drives phases (default: val, else test).")
+]
+BandOpt = Annotated[
+    float, typer.Option("--band", help="Recommendation band: log-ppl within this factor of the minimum.")
+]
+PplFactorOpt = Annotated[
+    float, typer.Option("--ppl-factor", help="Over-memorized when log-ppl exceeds this factor of the minimum.")
+]
+ZOpt = Annotated[
+    float, typer.Option("--z", help="Accuracy is clearly below the best beyond this many standard errors.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
+
+
+def csv_list(value: str | None) -> list[str]:
+    """Split a comma-separated option into its non-empty parts."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
