@@ -71,9 +71,9 @@ def _root(
 
 
 def _register() -> None:
-    from overmem_tui.commands import recommend, select
+    from overmem_tui.commands import evaluate, merge, recommend, select, train
 
-    for module in (recommend, select):
+    for module in (train, evaluate, recommend, merge, select):
         module.register(app)
 
 

@@ -153,7 +153,8 @@ class CheckpointInfo:
             created=float(obj.get("created") or 0.0),
             parents=tuple(obj.get("parents") or ()),
             weights=tuple(float(w) for w in obj.get("weights") or ()),
-            path=path,
+            # a checkpoint written elsewhere (e.g. merge --out DIR) records its location
+            path=Path(obj["extra"]["location"]) if (obj.get("extra") or {}).get("location") else path,
             extra=dict(obj.get("extra") or {}),
         )
 

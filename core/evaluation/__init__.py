@@ -1,0 +1,1 @@
+"""Evaluation: reference perplexity and generation accuracy per checkpoint (HF and vLLM)."""

@@ -1,0 +1,296 @@
+"""The evaluator: every checkpoint of a run x every split -> ppl and accuracy records.
+
+Idempotent (a (checkpoint, split, metric) already in metrics.jsonl is skipped
+unless ``force``), safe with several evaluators (a claim file per checkpoint,
+released on failure) and able to follow a training run until it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from core.data.answers import answers_match, extract_answer
+from core.data.encoding import encode, encode_prompt
+from core.data.loaders import SplitSpec, select
+from core.data.template import PROMPT_TEMPLATE, STOP_MARKER
+from core.errors import UnknownCheckpoint, UnknownSplit, UsageError
+from core.evaluation import perplexity
+from core.evaluation.hf_generate import cut_at_marker
+from core.rundir import Metric, RunDir, RunReader, canonical_split
+from core.rundir.io import write_jsonl_atomic
+from core.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
+
+METRICS = ("ppl", "acc")
+BACKENDS = ("auto", "hf", "vllm")
+SPLITS_DIR = "_splits"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    splits: tuple[str, ...] = ("train", "val", "test")
+    checkpoints: tuple[str, ...] | None = None  # None: all
+    backend: str = "auto"
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    limit: int | None = None
+    force: bool = False
+    metrics: tuple[str, ...] = METRICS
+    split_files: dict = field(default_factory=dict)  # name -> SplitSpec json, for runs without definitions
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    kind: str  # start | progress | done | skip | note
+    checkpoint: str = ""
+    split: str = ""
+    part: str = ""  # ppl | gen
+    done: int = 0
+    total: int = 0
+    text: str = ""
+
+
+class HFGenerator:
+    """Greedy generation through the HF model of each checkpoint."""
+
+    name = "hf"
+
+    def __init__(self, models, batch_size: int) -> None:
+        self.models = models
+        self.batch_size = batch_size
+
+    def generate(self, ckpt, prompts, max_new_tokens, model=None, progress=None):
+        from core.evaluation.hf_generate import generate
+
+        return generate(model, self.models.tokenizer, prompts, max_new_tokens, self.batch_size,
+                        self.models.device, STOP_MARKER, progress)
+
+
+class VllmGreedy:
+    name = "vllm"
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+
+    def generate(self, ckpt, prompts, max_new_tokens, model=None, progress=None):
+        tok = self.generator_tokenizer
+        outs = self.generator.generate(ckpt, prompts, max_new_tokens, stop=[STOP_MARKER],
+                                       stop_token_ids=[tok.eos_token_id] if tok.eos_token_id is not None else None)
+        if progress:
+            progress(len(prompts))
+        return [o[0][0] for o in outs]
+
+
+class Evaluator:
+    def __init__(self, run_path: str | Path, options: EvalOptions = EvalOptions(), *,
+                 on_event: Callable[[EvalEvent], None] | None = None, models=None) -> None:
+        self.rundir = RunDir(run_path)
+        self.reader = RunReader(run_path)
+        self.options = options
+        self.on_event = on_event or (lambda e: None)
+        run = self.reader.snapshot()
+        if run.info is None:
+            raise UsageError(f"{run.path}: {run.problems[0] if run.problems else 'no run information'}")
+        self.info = run.info
+        self.specs = self._split_specs(run)
+        self.template = run.info.prompt_template or PROMPT_TEMPLATE
+        self.max_len = int(run.info.hyperparameters.get("max_len") or 2048)
+        answer = run.info.data.get("answer") or {}
+        self.answer_formats = tuple(answer.get("formats") or ("gsm8k", "metamath", "boxed"))
+        self.answer_fallback = bool(answer.get("fallback", True))
+        self._models = models
+        self._generator = None
+        self._rows: dict[str, list[dict]] = {}
+
+    # -- setup -------------------------------------------------------------------
+    def _split_specs(self, run: Run) -> dict[str, SplitSpec]:
+        defined = {canonical_split(k): SplitSpec.from_json(v) for k, v in (run.info.data.get("splits") or {}).items()}
+        defined.update({canonical_split(k): SplitSpec.from_json(v) for k, v in self.options.split_files.items()})
+        wanted = [canonical_split(s) for s in self.options.splits]
+        unknown = [s for s in wanted if s not in defined]
+        if unknown:
+            have = ", ".join(defined) or "none"
+            raise UnknownSplit(f"split(s) {', '.join(unknown)} are not defined for this run (defined: {have}); "
+                               "give --split-file NAME=PATH")
+        return {s: defined[s] for s in wanted}
+
+    @property
+    def models(self):
+        if self._models is None:
+            from core.evaluation.models import HFModels
+
+            self._models = HFModels(self.info.base_model)
+        return self._models
+
+    def generator(self):
+        if self._generator is None:
+            backend = self.options.backend
+            if backend not in BACKENDS:
+                raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
+            from core.evaluation import vllm_backend
+
+            use_vllm = backend == "vllm" or (backend == "auto" and vllm_backend.available()
+                                               and not self.info.base_model.get("gguf_file")
+                                               and not getattr(self._models, "live", False))
+            if use_vllm:
+                gen = vllm_backend.VllmGenerator(self.info.base_model, max_lora_rank=self._max_rank(),
+                                                 max_model_len=self.max_len + self.options.max_new_tokens)
+                wrapper = VllmGreedy(gen)
+                wrapper.generator_tokenizer = self.models.tokenizer
+                self._generator = wrapper
+            else:
+                self._generator = HFGenerator(self.models, self.options.batch_size)
+        return self._generator
+
+    def _max_rank(self) -> int:
+        from core.evaluation.vllm_backend import lora_rank_limit
+
+        ranks = []
+        for ckpt in self.reader.snapshot().checkpoints:
+            if ckpt.path is not None and (ckpt.path / "adapter_config.json").is_file():
+                try:
+                    ranks.append(int(json.loads((ckpt.path / "adapter_config.json").read_text()).get("r", 8)))
+                except (OSError, ValueError):
+                    continue
+        return lora_rank_limit(ranks)
+
+    def rows(self, split: str) -> list[dict]:
+        """The split's rows (written once to samples/_splits/<split>.jsonl for later views)."""
+        if split not in self._rows:
+            rows = select(self.specs[split])
+            path = self.rundir.sidecar(SPLITS_DIR, split, "rows")
+            if not path.exists():
+                write_jsonl_atomic(path, [{"idx": i, **r} for i, r in enumerate(rows)])
+            self._rows[split] = rows
+        rows = self._rows[split]
+        return rows[: self.options.limit] if self.options.limit else rows
+
+    # -- what is left ---------------------------------------------------------------
+    def todo(self, run: Run) -> list[tuple[CheckpointInfo, list[tuple[str, str]]]]:
+        done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None}
+        chosen = run.checkpoints
+        if self.options.checkpoints is not None:
+            names = {c.name for c in run.checkpoints}
+            missing = [n for n in self.options.checkpoints if n not in names]
+            if missing:
+                raise UnknownCheckpoint(f"no checkpoint(s) {', '.join(missing)} in {run.path}")
+            chosen = [c for c in run.checkpoints if c.name in self.options.checkpoints]
+        out = []
+        for ckpt in chosen:
+            if ckpt.path is None and ckpt.kind != "base":
+                continue
+            need = [(s, m) for s in self.specs for m in self.options.metrics
+                    if self.options.force or (ckpt.name, s, m) not in done]
+            if need:
+                out.append((ckpt, need))
+        return out
+
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate_pending(self, *, only_one: bool = False) -> int:
+        """Evaluate what is left (claiming each checkpoint); returns how many were done."""
+        count = 0
+        for ckpt, need in self.todo(self.reader.snapshot()):
+            if not self.rundir.try_claim(ckpt.name):
+                self.on_event(EvalEvent("skip", ckpt.name, text="claimed by another evaluator"))
+                continue
+            try:
+                self.evaluate_checkpoint(ckpt, need)
+            finally:
+                self.rundir.release_claim(ckpt.name)
+            count += 1
+            if only_one:
+                break
+        return count
+
+    def follow(self, interval: float = 1.0, should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Evaluate checkpoints as they appear, in order, until the training run ends."""
+        total = 0
+        while not should_stop():
+            done = self.evaluate_pending(only_one=True)
+            total += done
+            if done:
+                continue
+            run = self.reader.snapshot()
+            if run.status in (STATUS_FINISHED, STATUS_FAILED) and not self.todo(run):
+                break
+            time.sleep(interval)
+        return total
+
+    def evaluate_checkpoint(self, ckpt: CheckpointInfo, need: Iterable[tuple[str, str]]) -> list[Metric]:
+        need = list(need)
+        records: list[Metric] = []
+        gen = self.generator() if any(m == "acc" for _, m in need) else None
+        hf_needed = any(m == "ppl" for _, m in need) or isinstance(gen, HFGenerator)
+        fallback = None
+        if isinstance(gen, VllmGreedy) and ckpt.path is not None and (ckpt.path / "adapter_config.json").is_file():
+            from core.evaluation.vllm_backend import unservable_reason
+
+            reason = unservable_reason(ckpt.path)
+            if reason:
+                self.on_event(EvalEvent("note", ckpt.name, text=f"vLLM cannot serve {ckpt.name}: {reason}; "
+                                                                 "using the hf backend for it"))
+                fallback, hf_needed = HFGenerator(self.models, self.options.batch_size), True
+        self.on_event(EvalEvent("start", ckpt.name, text=getattr(gen, "name", "hf")))
+        if hf_needed:
+            with self.models.use(ckpt) as model:
+                for split, metric in need:
+                    if metric == "ppl":
+                        records += self._ppl(ckpt, split, model)
+                    elif isinstance(fallback or gen, HFGenerator):
+                        records += self._accuracy(ckpt, split, fallback or gen, model)
+        for split, metric in need:
+            if metric == "acc" and not isinstance(fallback or gen, HFGenerator):
+                records += self._accuracy(ckpt, split, gen, None)
+        self.on_event(EvalEvent("done", ckpt.name))
+        return records
+
+    def _progress(self, ckpt, split, part, total):
+        state = {"done": 0}
+
+        def advance(n: int) -> None:
+            state["done"] += n
+            self.on_event(EvalEvent("progress", ckpt.name, split, part, state["done"], total))
+
+        self.on_event(EvalEvent("progress", ckpt.name, split, part, 0, total))
+        return advance
+
+    def _ppl(self, ckpt, split, model) -> list[Metric]:
+        rows = self.rows(split)
+        tok = self.models.tokenizer
+        encoded = [encode(tok, r["query"], r["response"], self.template, self.max_len) for r in rows]
+        samples = perplexity.score(model, encoded, tok.pad_token_id, self.options.batch_size, self.models.device,
+                                   progress=self._progress(ckpt, split, "ppl", len(rows)))
+        self.rundir.write_sidecar(ckpt.name, split, "ppl", [
+            {"idx": s.idx, "nll_sum": s.nll_sum, "n_tokens": s.n_tokens} for s in samples])
+        now = time.time()
+        records = [Metric(ckpt.name, split, "ppl", value, aggregate, len(samples), now)
+                   for aggregate, value in perplexity.aggregates(samples).items()]
+        self.rundir.append(records)
+        return records
+
+    def _accuracy(self, ckpt, split, gen, model) -> list[Metric]:
+        rows = self.rows(split)
+        tok = self.models.tokenizer
+        prompts = [encode_prompt(tok, r["query"], self.template) for r in rows]
+        outputs = gen.generate(ckpt, prompts, self.options.max_new_tokens, model=model,
+                               progress=self._progress(ckpt, split, "gen", len(rows)))
+        sidecar, correct = [], 0
+        for i, (row, ids) in enumerate(zip(rows, outputs)):
+            text = cut_at_marker(tok.decode(ids, skip_special_tokens=True))
+            predicted = extract_answer(text, self.answer_formats, self.answer_fallback)
+            ok = answers_match(predicted, row.get("answer"))
+            correct += ok
+            sidecar.append({"idx": i, "generation": text, "extracted": predicted, "gold": row.get("answer"),
+                            "correct": ok})
+        self.rundir.write_sidecar(ckpt.name, split, "gen", sidecar)
+        record = Metric(ckpt.name, split, "acc", correct / len(rows) if rows else 0.0, "mean", len(rows), time.time())
+        self.rundir.append([record])
+        return [record]
+
+    def close(self) -> None:
+        gen = self._generator
+        if isinstance(gen, VllmGreedy):
+            gen.generator.close()

@@ -1,0 +1,267 @@
+"""Plan and run a merge of checkpoints, and register it in the run.
+
+Refuses (MergeError/UsageError, nothing written) when bases differ, tensor names
+or shapes mismatch, a checkpoint is missing or corrupt, the weights do not match
+the inputs, or the output exists without ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core.errors import MergeError, OutputExists, UsageError
+from core.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
+from core.merging.methods import get_method
+from core.merging.safetensors_io import ShardWriter, TensorReader, plan_shards, write_index
+from core.rundir import KIND_MERGE, CheckpointInfo, RunDir, load_run
+from core.rundir.io import staged_dir
+from core.rundir.records import Run
+
+FORMS = ("full", "adapter")
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+_WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+@dataclass(frozen=True)
+class MergeInput:
+    label: str
+    fmt: str  # base | adapter | full
+    path: Path | None
+    checkpoint: CheckpointInfo | None
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    run: Run
+    inputs: tuple[MergeInput, ...]
+    weights: tuple[float, ...]
+    method: str
+    form: str
+    name: str
+    out: Path
+    register: bool
+    force: bool
+    base_folder: Path
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES
+
+
+def _fmt(path: Path) -> str:
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    if (path / "config.json").is_file():
+        return "full"
+    raise MergeError(f"{path} is neither an adapter (adapter_config.json) nor a model folder (config.json)")
+
+
+def _resolve(run: Run, ref: str) -> MergeInput:
+    ckpt = run.checkpoint(ref)
+    if ckpt is not None:
+        if ckpt.kind == "base":
+            return MergeInput(ref, "base", None, ckpt)
+        if ckpt.path is None or not ckpt.path.is_dir():
+            raise MergeError(f"checkpoint {ref} has no folder to merge")
+        return MergeInput(ref, _fmt(ckpt.path), ckpt.path, ckpt)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return MergeInput(path.name, _fmt(path), path.resolve(), None)
+    have = ", ".join(c.name for c in run.checkpoints) or "none"
+    raise MergeError(f"{ref}: no such checkpoint in {run.path} ({have}) and no such folder")
+
+
+def base_folder(run: Run) -> Path:
+    """A local folder with the base model's safetensors (the hub cache for hub ids)."""
+    base = run.info.base_model if run.info else {}
+    if base.get("gguf_file"):
+        raise MergeError("the base is a GGUF file: merging streams safetensors, so convert the base first")
+    if base.get("path") and Path(base["path"]).is_dir():
+        return Path(base["path"])
+    ref = base.get("id")
+    if ref and Path(ref).is_dir():
+        return Path(ref)
+    if not ref or ref == "unknown":
+        raise MergeError(f"{run.path}: the run does not record its base model")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref, allow_patterns=["*.safetensors", "*.json", "*.model", "*.txt"]))
+    except Exception as exc:  # offline, gated, missing: all mean "cannot get the base"
+        raise MergeError(f"cannot get the base model {ref}: {exc}".split("\n")[0]) from exc
+
+
+def _same_base(inp: MergeInput, base: Path, run: Run) -> None:
+    if inp.fmt == "adapter":
+        cfg = json.loads((inp.path / "adapter_config.json").read_text())
+        ref = cfg.get("base_model_name_or_path")
+        known = {str(base.resolve()), run.info.base_model.get("id"), run.info.base_model.get("path")} - {None}
+        if ref and ref not in known and not (Path(ref).exists() and str(Path(ref).resolve()) in known):
+            raise MergeError(f"{inp.label} was trained on {ref}, not on this run's base {run.info.base_model['id']}")
+    elif inp.fmt == "full":
+        mine, theirs = json.loads((inp.path / "config.json").read_text()), json.loads((base / "config.json").read_text())
+        for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"):
+            if mine.get(key) != theirs.get(key):
+                raise MergeError(f"{inp.label} has {key}={mine.get(key)}, the base {theirs.get(key)}: different bases")
+
+
+def merge_name(labels: list[str], weights: list[float]) -> str:
+    equal = all(math.isclose(w, weights[0]) for w in weights)
+    parts = labels if equal else [f"{label}@{w:g}" for label, w in zip(labels, weights)]
+    return "merge-" + "+".join(parts)
+
+
+def plan_merge(run_path: str | Path, refs: list[str], *, weights: list[float] | None = None, method: str = "linear",
+               form: str | None = None, out: str | Path | None = None, force: bool = False,
+               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> MergePlan:
+    run = load_run(run_path)
+    if run.info is None:
+        raise MergeError(f"{run.path}: no run information")
+    if len(refs) < 2:
+        raise UsageError("merging needs at least two checkpoints")
+    m = get_method(method)
+    weights = list(weights) if weights else [1.0 / len(refs)] * len(refs)
+    if len(weights) != len(refs):
+        raise UsageError(f"{len(weights)} weights for {len(refs)} checkpoints")
+    if not all(math.isfinite(w) for w in weights):
+        raise UsageError("weights must be finite numbers")
+    inputs = [_resolve(run, r) for r in refs]
+    if len({i.label for i in inputs}) < len(inputs):
+        raise UsageError("the same checkpoint is given twice")
+    base = base_folder(run)
+    for inp in inputs:
+        if inp.fmt != "base":
+            _same_base(inp, base, run)
+    all_adapters = all(i.fmt in ("adapter", "base") for i in inputs)
+    form = form or ("adapter" if all_adapters and m.exact_adapter else "full")
+    if form not in FORMS:
+        raise UsageError(f"--as must be one of {', '.join(FORMS)}")
+    if form == "adapter" and not all_adapters:
+        raise UsageError("--as adapter needs every input to be a LoRA-family adapter (or the base)")
+    if form == "adapter" and not m.exact_adapter:
+        raise UsageError(f"--method {method} has no exact adapter form; use --as full")
+    name = merge_name([i.label for i in inputs], weights)
+    if form == "full" and all_adapters:
+        name += "-full"  # the adapter form of the same merge keeps the plain name
+    rundir = RunDir(run.path)
+    register = run.source == "overmem"
+    target = Path(out).expanduser().resolve() if out else rundir.checkpoint(name)
+    if out is None and not register:
+        raise UsageError(f"{run.path} is not an overmem run: give --out DIR for the merged model")
+    if target.exists() and not force:
+        raise OutputExists(f"{target} exists (use --force to replace it)")
+    if register and out is not None and rundir.checkpoint(name).exists() and not force:
+        raise OutputExists(f"checkpoint {name} already exists in {run.path} (use --force)")
+    return MergePlan(run, tuple(inputs), tuple(weights), method, form, name, target, register, force, base,
+                     max_shard_bytes)
+
+
+def _deltas(plan: MergePlan, base: TensorReader) -> list[Delta]:
+    out: list[Delta] = []
+    for inp in plan.inputs:
+        if inp.fmt == "base":
+            out.append(ZeroDelta(inp.label))
+        elif inp.fmt == "adapter":
+            out.append(LoraDelta(inp.label, inp.path, base))
+        else:
+            out.append(FullDelta(inp.label, inp.path, base))
+    return out
+
+
+def _copy_model_files(src: Path, dst: Path) -> None:
+    """Config and tokenizer files of the base (everything but weights and indexes)."""
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(_WEIGHT_FILES) and not f.name.endswith(".index.json") \
+                and not f.name.startswith((".", "adapter_")):
+            shutil.copy2(f, dst / f.name)
+
+
+def _write_full(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:
+    import torch
+
+    combine = get_method(plan.method).combine
+    tensors = [(n, base.tensors[n].dtype, base.tensors[n].shape) for n in base.names()]
+    shards = plan_shards(tensors, plan.max_shard_bytes)
+    total = sum(base.tensors[n].nbytes for n in base.names())
+    many = len(shards) > 1
+    files = []
+    done = 0
+    for k, shard in enumerate(shards):
+        file = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" if many else "model.safetensors"
+        writer = ShardWriter(folder / file, shard)
+        for name, dtype, shape in shard:
+            original = base.get(name)
+            delta = combine([d(name) for d in deltas], list(plan.weights))
+            merged = original if delta is None else (original.to(torch.float32) + delta).to(original.dtype)
+            done += writer.write(name, merged)
+            if progress:
+                progress(done, total, name)
+        writer.close()
+        files.append((file, shard))
+    if many:
+        write_index(folder, files, total)
+    _copy_model_files(plan.base_folder, folder)
+
+
+def _write_adapter(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:
+    """Stack the weighted, scaled factors: B' = [w_i s_i B_i], A' = [A_i]; scale of the output 1."""
+    import torch
+    from safetensors.torch import save_file
+
+    loras = [d for d in deltas if isinstance(d, LoraDelta)]
+    weights = [w for d, w in zip(deltas, plan.weights) if isinstance(d, LoraDelta)]
+    names = sorted(set().union(*(d.names() for d in loras)))
+    rank = sum(d.rank for d in loras)
+    out: dict = {}
+    for i, name in enumerate(names):
+        rows, cols = base.tensors[name].shape
+        As, Bs = [], []
+        for d, w in zip(loras, weights):
+            f = d.factors(name)
+            if f is None:
+                As.append(torch.zeros(d.rank, cols))
+                Bs.append(torch.zeros(rows, d.rank))
+            else:
+                As.append(f[0])
+                Bs.append(f[1] * w)
+        prefix = "base_model.model." + name[: -len(".weight")]
+        out[f"{prefix}.lora_A.weight"] = torch.cat(As, 0).contiguous()
+        out[f"{prefix}.lora_B.weight"] = torch.cat(Bs, 1).contiguous()
+        if progress:
+            progress(i + 1, len(names), name)
+    save_file(out, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = dict(loras[0].config)
+    targets = sorted({n[: -len(".weight")].rsplit(".", 1)[-1] for n in names})
+    config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=targets, init_lora_weights=True,
+                  lora_dropout=0.0, base_model_name_or_path=str(plan.base_folder))
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+
+
+def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None = None) -> CheckpointInfo:
+    """Write the merged model (under a temporary name, then renamed) and register it."""
+    base = TensorReader(plan.base_folder)
+    deltas = _deltas(plan, base)  # validates names and shapes before anything is written
+    info = CheckpointInfo(
+        name=plan.name,
+        kind=KIND_MERGE,
+        created=time.time(),
+        parents=tuple(i.label for i in plan.inputs),
+        weights=plan.weights,
+        extra={"method": plan.method, "format": plan.form,
+               **({"location": str(plan.out)} if plan.out != RunDir(plan.run.path).checkpoint(plan.name) else {})},
+    )
+    rundir = RunDir(plan.run.path)
+    write = _write_adapter if plan.form == "adapter" else _write_full
+    if plan.register and plan.out == rundir.checkpoint(plan.name):
+        with rundir.stage_checkpoint(info, force=plan.force) as folder:
+            write(plan, base, deltas, folder, progress)
+    else:
+        with staged_dir(plan.out, force=plan.force) as folder:
+            write(plan, base, deltas, folder, progress)
+        if plan.register:
+            with rundir.stage_checkpoint(info, force=plan.force):
+                pass  # a record pointing at the output (checkpoint.json with extra.location)
+    return info

@@ -1,0 +1,184 @@
+"""Reading safetensors lazily by name, and writing shards one tensor at a time.
+
+Only safetensors are read (no pickle). The writer lays out each shard's header
+from names, dtypes and shapes alone, then streams tensor bytes in order, so a
+merge holds a few tensors in memory whatever the model size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from core.errors import MergeError
+
+INDEX = "model.safetensors.index.json"
+DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _torch_dtype_name(dtype) -> str:
+    import torch
+
+    names = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL"}
+    return names[dtype]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+
+    @property
+    def nbytes(self) -> int:
+        n = DTYPES[self.dtype]
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def read_header(path: Path) -> dict:
+    """The JSON header of one safetensors file (raises MergeError when it is not one)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise ValueError("file shorter than a header")
+            (size,) = struct.unpack("<Q", raw)
+            if size > 100_000_000 or size > os.path.getsize(path):
+                raise ValueError("header size out of range")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError) as exc:
+        raise MergeError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return header
+
+
+class TensorReader:
+    """Tensors of a folder (single file, shards with an index, or a given file) by name."""
+
+    def __init__(self, folder: Path, filename: str | None = None) -> None:
+        self.folder = Path(folder)
+        files = self._files(filename)
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in files:
+            for name, meta in read_header(file).items():
+                if name == "__metadata__":
+                    continue
+                self.tensors[name] = TensorInfo(name, meta["dtype"], tuple(meta["shape"]), file)
+        self._handles: dict[Path, object] = {}
+
+    def _files(self, filename: str | None) -> list[Path]:
+        if filename:
+            path = self.folder / filename
+            if not path.is_file():
+                raise MergeError(f"{path} is missing")
+            return [path]
+        index = self.folder / INDEX
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise MergeError(f"{index}: unreadable index ({exc})") from exc
+            files = sorted({self.folder / f for f in weight_map.values()})
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise MergeError(f"{self.folder}: shard(s) {missing} named by the index are missing")
+            return files
+        files = sorted(self.folder.glob("*.safetensors"))
+        if not files:
+            pickles = [p.name for p in self.folder.glob("*.bin")] + [p.name for p in self.folder.glob("*.pt")]
+            extra = f" (found {pickles}: pickle files are not read)" if pickles else ""
+            raise MergeError(f"{self.folder} holds no safetensors weights{extra}")
+        return files
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def get(self, name: str):
+        """One tensor, loaded on demand."""
+        from safetensors import safe_open
+
+        info = self.tensors[name]
+        handle = self._handles.get(info.file)
+        if handle is None:
+            try:
+                handle = safe_open(str(info.file), framework="pt")
+            except Exception as exc:  # safetensors raises its own error types
+                raise MergeError(f"{info.file}: {exc}") from exc
+            self._handles[info.file] = handle
+        try:
+            return handle.get_tensor(name)
+        except Exception as exc:
+            raise MergeError(f"{info.file}: cannot read tensor {name} ({exc})") from exc
+
+
+def plan_shards(tensors: list[tuple[str, str, tuple[int, ...]]], max_shard_bytes: int) -> list[list]:
+    """Group (name, dtype, shape) in order into shards of at most max_shard_bytes (one tensor may exceed)."""
+    shards, current, size = [], [], 0
+    for name, dtype, shape in tensors:
+        n = DTYPES[dtype]
+        for d in shape:
+            n *= d
+        if current and size + n > max_shard_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append((name, dtype, shape))
+        size += n
+    if current:
+        shards.append(current)
+    return shards
+
+
+class ShardWriter:
+    """Writes one safetensors file whose header is fixed up front; tensors are appended in order."""
+
+    def __init__(self, path: Path, tensors: list[tuple[str, str, tuple[int, ...]]], metadata: dict | None = None):
+        header: dict = {"__metadata__": metadata or {"format": "pt"}}
+        offset = 0
+        self.order = []
+        for name, dtype, shape in tensors:
+            n = DTYPES[dtype]
+            for d in shape:
+                n *= d
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+            self.order.append((name, dtype, tuple(shape), n))
+            offset += n
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned
+        self.fh = open(path, "wb")
+        self.fh.write(struct.pack("<Q", len(raw)))
+        self.fh.write(raw)
+        self.next = 0
+        self.total = offset
+
+    def write(self, name: str, tensor) -> int:
+        import torch
+
+        expected, dtype, shape, n = self.order[self.next]
+        if name != expected or tuple(tensor.shape) != shape or _torch_dtype_name(tensor.dtype) != dtype:
+            raise MergeError(f"internal: tensor {name} written out of plan")
+        data = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        assert len(data) == n
+        self.fh.write(data)
+        self.next += 1
+        return n
+
+    def close(self) -> None:
+        if self.next != len(self.order):
+            raise MergeError("internal: shard closed before all its tensors were written")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+
+def write_index(folder: Path, shards: Iterable[tuple[str, list]], total_size: int) -> None:
+    weight_map = {name: file for file, tensors in shards for name, _, _ in tensors}
+    (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map},
+                                           indent=2))

@@ -1,0 +1,91 @@
+"""Loading base models and tokenizers: presets, local folders, GGUF files, hub ids.
+
+A run records its base as ``{"id", "path", "gguf_file", "trust_remote_code"}`` so
+every later command loads exactly the same weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ModelError
+
+PRESETS = {"tiny": "the shipped ~0.7M-parameter Llama pretrained on synthetic-math's distribution"}
+
+
+def resolve_base(model: str, trust_remote_code: bool = False) -> dict:
+    """The base-model record of run.json for a --model value."""
+    if model == "tiny":
+        from core.models.tiny import TINY_DIR
+
+        if not (TINY_DIR / "config.json").is_file():
+            raise ModelError(f"the tiny preset is missing from {TINY_DIR} (run scripts/pretrain_tiny.py)")
+        return {"id": "tiny", "path": str(TINY_DIR), "gguf_file": None, "trust_remote_code": False}
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return {"id": str(path.resolve()), "path": str(path.resolve().parent), "gguf_file": path.name,
+                "trust_remote_code": trust_remote_code}
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json: not a transformers model folder")
+        return {"id": str(path.resolve()), "path": str(path.resolve()), "gguf_file": None,
+                "trust_remote_code": trust_remote_code}
+    if model.startswith((".", "/", "~")):
+        raise ModelError(f"{model}: no such model folder or file")
+    return {"id": model, "path": None, "gguf_file": None, "trust_remote_code": trust_remote_code}
+
+
+def _ref(base: dict) -> str:
+    return base.get("path") or base["id"]
+
+
+def load_tokenizer(base: dict):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            _ref(base), gguf_file=base.get("gguf_file"), trust_remote_code=bool(base.get("trust_remote_code"))
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {base['id']}: {exc}".split("\n")[0]) from exc
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(base: dict, dtype=None, device: str | None = None):
+    """The base causal LM, dequantized when it comes from GGUF."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            _ref(base),
+            gguf_file=base.get("gguf_file"),
+            dtype=dtype or torch.float32,
+            trust_remote_code=bool(base.get("trust_remote_code")),
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {base['id']}: {exc}".split("\n")[0]) from exc
+    if getattr(model, "hf_quantizer", None) is not None:
+        # GGUF weights arrive dequantized, but the quantizer record makes Trainer and
+        # save_pretrained refuse the model; drop it.
+        model.hf_quantizer.remove_quantization_config(model)
+    if device:
+        model.to(device)
+    return model
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str):
+    """bf16 on GPUs that support it, float32 on CPU (exact and fast enough there)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32

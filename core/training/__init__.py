@@ -1,0 +1,1 @@
+"""Finetuning: methods (LoRA family, full), losses (SFT, MAR) and the training loop."""

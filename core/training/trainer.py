@@ -1,0 +1,316 @@
+"""The training loop: epochs of shuffled effective batches, a checkpoint per epoch.
+
+One global batch of ``batch_size`` examples is one optimizer step. Each process
+takes every world-th example of it and runs micro-batches with gradient
+accumulation; every loss is a sum over response tokens divided by the response
+tokens of the WHOLE global batch (times world size, since DDP averages), so one
+process and several compute the same update.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core.data.encoding import collate, encode
+from core.data.loaders import SplitSpec, select
+from core.errors import DataError, UsageError
+from core.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
+from core.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from core.training import state as resume_state
+from core.training.config import TrainConfig
+from core.training.distributed import Dist, close_dist, init_dist
+from core.training.losses import get_loss
+from core.training.methods import (
+    adapter_tensors,
+    apply_method,
+    describe,
+    get_method,
+    save_adapter,
+    trainable_state,
+)
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress of a training run, for front ends (rank 0 only)."""
+
+    kind: str  # start | step | checkpoint | note | end
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    lr: float | None = None
+    tokens_per_s: float | None = None
+    text: str = ""
+
+
+def effective_warmup(requested: int, total_steps: int) -> int:
+    """Table 6's 100 warmup steps, clipped to 10% of all steps for small runs."""
+    return min(requested, max(0, total_steps // 10))
+
+
+def lr_factor(schedule: str, step: int, warmup: int, total: int) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    if warmup and step < warmup:
+        return step / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return max(0.0, 1.0 - progress)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of an epoch: a pure function of (seed, epoch), so resume is exact."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+class Training:
+    """One training run; ``run()`` trains to the end (or resumes and does)."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False,
+                 on_event: Callable[[TrainEvent], None] | None = None,
+                 after_checkpoint: Callable[["Training", str], None] | None = None,
+                 on_step: Callable[[int], None] | None = None) -> None:
+        self.cfg = cfg.validate()
+        self.resume = resume
+        self.on_event = on_event
+        self.after_checkpoint = after_checkpoint
+        self.on_step = on_step
+        self.rundir = RunDir(cfg.out)
+        self.method = get_method(cfg.method.name)
+        self.loss_fn = get_loss(cfg.loss).fn
+        self.dist: Dist = Dist()
+        self.notes: list[str] = []
+
+    # -- events ----------------------------------------------------------------
+    def emit(self, event: TrainEvent) -> None:
+        if self.dist.main and self.on_event:
+            self.on_event(event)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.emit(TrainEvent("note", text=text))
+
+    # -- setup -----------------------------------------------------------------
+    def _setup(self) -> None:
+        import torch
+
+        from core.models.loading import default_dtype, load_model, load_tokenizer
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg.base)
+        rows = select(SplitSpec.from_json(cfg.data["fit"]))
+        encoded = [encode(self.tokenizer, r["query"], r["response"], cfg.template, cfg.max_len) for r in rows]
+        self.examples = [e for e in encoded if e.n_response > 0]
+        if not self.examples:
+            raise DataError("no training example has a response token left after --max-len truncation")
+        if len(self.examples) < len(encoded):
+            self.note(f"{len(encoded) - len(self.examples)} examples dropped: prompt longer than --max-len")
+        device = self.dist.device
+        adapter = self.method.kind == "adapter"
+        # frozen base weights may be bf16 on GPU; trained weights stay float32 (autocast computes in bf16)
+        dtype = default_dtype(device) if adapter else torch.float32
+        self.autocast_dtype = default_dtype(device)
+        model = load_model(cfg.base, dtype=dtype, device=device)
+        model.config.use_cache = False
+        self.model = apply_method(model, cfg.method)
+        self.initial = adapter_tensors(self.model) if self.method.svd_init else None
+        n, b = len(self.examples), cfg.batch_size
+        self.steps_per_epoch = math.ceil(n / b)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup = effective_warmup(cfg.warmup_steps, self.total_steps)
+        if self.warmup < cfg.warmup_steps:
+            self.note(f"warmup clipped from {cfg.warmup_steps} to {self.warmup} steps (10% of "
+                      f"{self.total_steps} steps)")
+        if b < self.dist.world:
+            raise UsageError(f"--batch-size {b} is smaller than the {self.dist.world} processes")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(cfg.schedule, s, self.warmup, self.total_steps)
+        )
+
+    def _create_run(self) -> None:
+        cfg = self.cfg
+        hp = {**cfg.hyperparameters(), "effective_warmup_steps": self.warmup, "total_steps": self.total_steps,
+              "world_size": self.dist.world}
+        info = RunInfo(
+            status=STATUS_RUNNING,
+            base_model=cfg.base,
+            method=cfg.method.to_json(),
+            loss=cfg.loss,
+            hyperparameters=hp,
+            data={**cfg.data, "eval": cfg.eval},
+            prompt_template=cfg.template,
+            seed=cfg.seed,
+            notes=tuple(self.notes),
+        )
+        self.rundir.create(info)
+        if self.initial is not None:
+            self.model.save_pretrained(str(self.rundir.init_adapter))
+
+    # -- steps -------------------------------------------------------------------
+    def _forward_backward(self, ddp, batch: list[int]) -> tuple[float, int]:
+        import torch
+
+        cfg, d = self.cfg, self.dist
+        total_tokens = sum(self.examples[i].n_response for i in batch)
+        mine = batch[d.rank :: d.world]
+        micro = [mine[j : j + cfg.micro_batch_size] for j in range(0, len(mine), cfg.micro_batch_size)]
+        local, tokens = 0.0, 0
+        cuda = d.device.startswith("cuda")
+        for j, part in enumerate(micro):
+            sync = j == len(micro) - 1
+            ctx = ddp.no_sync() if d.enabled and not sync else nullcontext()
+            ids, mask, labels = collate([self.examples[i] for i in part], self.tokenizer.pad_token_id,
+                                        cfg.pad_multiple)
+            ids, mask, labels = ids.to(d.device), mask.to(d.device), labels.to(d.device)
+            with ctx:
+                amp = torch.autocast("cuda", dtype=self.autocast_dtype) if cuda else nullcontext()
+                with amp:
+                    logits = ddp(input_ids=ids, attention_mask=mask).logits
+                loss = self.loss_fn(logits, labels)
+                (loss * (d.world / total_tokens)).backward()
+            local += float(loss.detach())
+            tokens += int(mask.sum())
+        return d.sum(local) / total_tokens, int(d.sum(tokens))
+
+    def _save(self, name: str, epoch: float, global_step: int, step_in_epoch: int, epoch_index: int) -> None:
+        d, rd = self.dist, self.rundir
+        kind = KIND_ADAPTER if self.method.kind == "adapter" else KIND_FULL
+        extra = {"method": self.cfg.method.name, "loss": self.cfg.loss}
+        if self.initial is not None:
+            extra.update(converted_from=self.cfg.method.name, init_adapter="init_adapter")
+        info = CheckpointInfo(name, kind, epoch=epoch, step=global_step, extra=extra)
+        staging = resume_state.staging_dir(rd.state)
+        if d.main:
+            # force: a killed run may have left this checkpoint without its state
+            with rd.stage_checkpoint(info, force=self.resume) as folder:
+                if kind == KIND_ADAPTER:
+                    save_adapter(self.model, self.cfg.method, folder, self.initial)
+                else:
+                    self.model.save_pretrained(str(folder))
+                    self.tokenizer.save_pretrained(str(folder))
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        d.barrier()
+        resume_state.save_rng(staging, d.rank)
+        if d.main:
+            progress = resume_state.Progress(epoch_index, step_in_epoch, global_step, name)
+            resume_state.save_main(staging, trainable_state(self.model), self.optimizer, self.scheduler, progress)
+        d.barrier()
+        if d.main:
+            resume_state.publish(rd.state, staging)
+            self.emit(TrainEvent("checkpoint", step=global_step, total_steps=self.total_steps, epoch=epoch,
+                                 text=name))
+        self._after_checkpoint(name)
+
+    def _after_checkpoint(self, name: str) -> None:
+        import torch
+
+        if self.dist.main and self.after_checkpoint:
+            # in-process evaluation must not move the RNG that drives dropout
+            with torch.random.fork_rng(devices=[]):
+                self.after_checkpoint(self, name)
+            self.model.train()
+        self.dist.barrier()
+
+    # -- main --------------------------------------------------------------------
+    def run(self) -> Path:
+        self.dist = init_dist()
+        try:
+            self._setup()
+            return self._train()
+        except BaseException:
+            if self.dist.main and self.rundir.exists():
+                self.rundir.set_status(STATUS_FAILED)
+            raise
+        finally:
+            close_dist(self.dist)
+
+    def _train(self) -> Path:
+        import torch
+
+        cfg, d, rd = self.cfg, self.dist, self.rundir
+        start_epoch, skip, global_step = 0, 0, 0
+        if self.resume:
+            if resume_state.read_progress(rd.state) is None:
+                raise UsageError(f"{rd.path} has no saved state to resume from")
+            progress = resume_state.load(rd.state, self.model, self.optimizer, self.scheduler, d.rank)
+            start_epoch, skip, global_step = progress.epoch, progress.step_in_epoch, progress.global_step
+            if d.main:
+                rd.set_status(STATUS_RUNNING)
+            self.note(f"resumed from {progress.checkpoint} (step {global_step})")
+        elif d.main:
+            self._create_run()
+        d.barrier()
+        ddp = self.model
+        if d.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(self.model, device_ids=[d.local_rank] if d.device != "cpu" else None)
+        if not self.resume:
+            # the base model is epoch 0: curves start where finetuning starts
+            self._after_checkpoint(BASE_CHECKPOINT)
+        self.model.train()
+        self.emit(TrainEvent("start", step=global_step, total_steps=self.total_steps,
+                             text=f"{describe(cfg.method)} loss={cfg.loss} examples={len(self.examples)} "
+                                  f"processes={d.world}"))
+        window_loss, window_tokens, window_start, window_steps = 0.0, 0, time.time(), 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        n = len(self.examples)
+        for epoch in range(start_epoch, cfg.epochs):
+            order = epoch_order(n, cfg.seed, epoch)
+            batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+            for k in range(skip if epoch == start_epoch else 0, len(batches)):
+                loss, tokens = self._forward_backward(ddp, batches[k])
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                lr = self.scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                global_step += 1
+                window_loss += loss
+                window_tokens += tokens
+                window_steps += 1
+                epoch_pos = epoch + (k + 1) / len(batches)
+                if global_step % cfg.log_every == 0 or k == len(batches) - 1:
+                    rate = window_tokens / max(time.time() - window_start, 1e-9)
+                    record = TrainLog(step=global_step, epoch=round(epoch_pos, 4), loss=window_loss / window_steps,
+                                      lr=lr, total_steps=self.total_steps, tokens_per_s=rate, time=time.time())
+                    if d.main:
+                        rd.append([record])
+                    self.emit(TrainEvent("step", step=global_step, total_steps=self.total_steps, epoch=epoch_pos,
+                                         loss=record.loss, lr=lr, tokens_per_s=rate))
+                    window_loss, window_tokens, window_start, window_steps = 0.0, 0, time.time(), 0
+                last_in_epoch = k == len(batches) - 1
+                if cfg.save_steps and global_step % cfg.save_steps == 0 and not last_in_epoch:
+                    self._save(f"step{global_step}", round(epoch_pos, 4), global_step, k + 1, epoch)
+                if last_in_epoch:
+                    self._save(f"ep{epoch + 1}", float(epoch + 1), global_step, 0, epoch + 1)
+                if self.on_step:
+                    self.on_step(global_step)
+        if d.main:
+            rd.set_status(STATUS_FINISHED)
+        self.emit(TrainEvent("end", step=global_step, total_steps=self.total_steps, epoch=float(cfg.epochs)))
+        return rd.path
+
+
+def train(cfg: TrainConfig, **kwargs) -> Path:
+    """Train (or resume with ``resume=True``) and return the run directory."""
+    return Training(cfg, **kwargs).run()

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from core.merging.methods import MergeMethod
+from overmem_tui.options import ForceOpt
+
+
+def merge(
+    checkpoints: Annotated[list[str], typer.Argument(help="Checkpoint names of the run (ep3 ep10) or folders.")],
+    run: Annotated[Path, typer.Option("--run", help="Run directory.")] = Path("."),
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Comma-separated, one per checkpoint (default: equal, summing to 1).")] = None,
+    method: Annotated[str, typer.Option("--method", help="; ".join(f"{n}: {m.help}" for n, m in MergeMethod.registry.items()))] = "linear",
+    form: Annotated[Optional[str], typer.Option("--as", help="full (a model folder) or adapter (an exact stacked LoRA); default adapter when every input is one.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: RUN/checkpoints/merge-...).")] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Max shard size in MB for full outputs.")] = 2048,
+    force: ForceOpt = False,
+) -> None:
+    """Merge checkpoints exactly: theta_base + sum_i w_i delta_i (LoRA delta = scale * B @ A)."""
+    from core.errors import UsageError
+    from core.merging.merge import plan_merge, run_merge
+    from overmem_tui.options import csv_list
+    from overmem_tui.progress import merge_progress
+
+    try:
+        parsed = [float(w) for w in csv_list(weights)] if weights else None
+    except ValueError:
+        raise UsageError(f"--weights must be numbers, got {weights!r}") from None
+    plan = plan_merge(run, checkpoints, weights=parsed, method=method, form=form, out=out, force=force,
+                      max_shard_bytes=shard_size * 1024 * 1024)
+    with merge_progress(plan.form) as update:
+        info = run_merge(plan, update)
+    typer.echo(f"merged {' + '.join(info.parents)} (weights {', '.join(f'{w:g}' for w in info.weights)}, "
+               f"{plan.method}, {plan.form}) -> {plan.out}")
+    if plan.register:
+        typer.echo(f"registered as checkpoint {info.name}; evaluate it with: overmem eval {plan.run.path} "
+                   f"--checkpoints {info.name}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(merge)

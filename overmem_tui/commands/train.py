@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from core.training.losses import Loss
+from core.training.methods import Method
+
+
+def _choices(registry: dict) -> str:
+    return "; ".join(f"{name}: {item.help}" for name, item in registry.items())
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create (or resume).")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Local model folder, .gguf file, hub id, or 'tiny'.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Local jsonl/json/parquet/csv file or folder, hub id, or preset (synthetic-math, metamathqa, gsm8k).")] = None,
+    method: Annotated[str, typer.Option("--method", help=_choices(Method.registry))] = "lora",
+    loss: Annotated[str, typer.Option("--loss", help=_choices(Loss.registry))] = "sft",
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-4,
+    epochs: Annotated[int, typer.Option("--epochs")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Effective batch (gradient accumulation).")] = 128,
+    micro_batch_size: Annotated[int, typer.Option("--micro-batch-size", help="Examples per forward pass per process.")] = 8,
+    max_len: Annotated[int, typer.Option("--max-len", help="Truncate prompt+response to this many tokens.")] = 1024,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    save_every: Annotated[str, typer.Option("--save-every", help="'epoch' or a step count.")] = "epoch",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    schedule: Annotated[str, typer.Option("--schedule", help="linear (Table 6), constant or cosine.")] = "linear",
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Clipped to 10% of all steps.")] = 100,
+    rank: Annotated[Optional[int], typer.Option("--rank", help="Adapter rank (method default).")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Adapter alpha (method default).")] = None,
+    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Adapter dropout (method default).")] = None,
+    targets: Annotated[Optional[str], typer.Option("--targets", help="Comma-separated target modules.")] = None,
+    rslora: Annotated[bool, typer.Option("--rslora", help="Scale adapters by alpha/sqrt(r).")] = False,
+    test_data: Annotated[Optional[str], typer.Option("--test-data", help="Test set (file, hub id or preset).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Field preset for --data: metamathqa, gsm8k.")] = None,
+    prompt_field: Annotated[Optional[str], typer.Option("--prompt-field")] = None,
+    response_field: Annotated[Optional[str], typer.Option("--response-field")] = None,
+    train_size: Annotated[Optional[int], typer.Option("--train-size", help="Training rows (first k).")] = None,
+    eval_size: Annotated[Optional[int], typer.Option("--eval-size", help="Rows per monitored split (paper: 1319).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+    evaluate: Annotated[bool, typer.Option("--eval", help="Evaluate each checkpoint in-process (hf backend).")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="For --eval generation.")] = 256,
+) -> None:
+    """Finetune a model, saving a checkpoint per epoch into an overmem run directory."""
+    from overmem_tui.options import csv_list
+    from overmem_tui.progress import TrainDisplay
+    from core.training.config import TrainConfig
+    from core.training.trainer import train as run_training
+    from core.rundir import RunDir
+
+    if resume:
+        cfg = TrainConfig.from_run(RunDir(out).read_info(), str(out))
+    else:
+        if not model or not data:
+            from core.errors import UsageError
+
+            raise UsageError("--model and --data are required (unless --resume)")
+        from core.training.setup import DataOptions, build_config
+
+        cfg = build_config(
+            model=model, out=str(out), method=method, loss=loss, r=rank, alpha=alpha, dropout=dropout,
+            targets=csv_list(targets) or None, use_rslora=rslora, trust_remote_code=trust_remote_code, seed=seed,
+            data=DataOptions(data, test_data, preset, prompt_field, response_field, train_size, eval_size),
+            eval_options={"max_new_tokens": max_new_tokens} if evaluate else {},
+            lr=lr, epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, max_len=max_len,
+            save_every=save_every, schedule=schedule, warmup_steps=warmup_steps,
+        )
+    after = None
+    if evaluate or cfg.eval:
+        from core.evaluation.inprocess import evaluate_after_checkpoint
+
+        after = evaluate_after_checkpoint
+    with TrainDisplay() as display:
+        path = run_training(cfg, resume=resume, on_event=display, after_checkpoint=after)
+    typer.echo(f"run: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

@@ -1,0 +1,109 @@
+"""Rich progress displays for long-running core jobs (training, evaluation, merging)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+def training_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]train[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]:.2f}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class TrainDisplay:
+    """Turns TrainEvents into a progress bar and printed notes."""
+
+    def __init__(self) -> None:
+        self.progress = training_progress()
+        self.task = None
+
+    def __enter__(self) -> "TrainDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, event) -> None:
+        if event.kind == "start":
+            self.progress.console.print(f"[dim]{event.text}[/]")
+            self.task = self.progress.add_task("train", total=event.total_steps, completed=event.step,
+                                               epoch=0.0, loss="-", rate="-")
+        elif event.kind == "step" and self.task is not None:
+            self.progress.update(self.task, completed=event.step, epoch=event.epoch, loss=f"{event.loss:.4f}",
+                                 rate=f"{event.tokens_per_s:,.0f}")
+        elif event.kind == "checkpoint":
+            self.progress.console.print(f"saved checkpoint [bold]{event.text}[/] (step {event.step})")
+        elif event.kind == "note":
+            self.progress.console.print(f"[yellow]note:[/] {event.text}")
+
+
+class EvalDisplay:
+    """Turns EvalEvents into one progress bar per (checkpoint, split, part)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.console = Console()
+        self.tasks: dict[tuple, int] = {}
+
+    def __enter__(self) -> "EvalDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, event) -> None:
+        if event.kind == "progress":
+            key = (event.checkpoint, event.split, event.part)
+            if key not in self.tasks:
+                label = f"{event.checkpoint} {event.split} {event.part}"
+                self.tasks[key] = self.progress.add_task(label, total=event.total)
+            self.progress.update(self.tasks[key], completed=event.done)
+        elif event.kind in ("note", "skip"):
+            self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {event.text}")
+
+
+class merge_progress:
+    """A progress bar over tensors with bytes/s (full form) or modules (adapter form)."""
+
+    def __init__(self, form: str) -> None:
+        from rich.progress import DownloadColumn, TransferSpeedColumn
+
+        columns = [TextColumn("[bold]merge"), BarColumn()]
+        columns += [DownloadColumn(), TransferSpeedColumn()] if form == "full" else [MofNCompleteColumn()]
+        columns += [TimeElapsedColumn(), TextColumn("{task.fields[name]}")]
+        self.progress = Progress(*columns, console=console)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self.update
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def update(self, done: int, total: int, name: str) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("merge", total=total, name="")
+        self.progress.update(self.task, completed=done, name=name)

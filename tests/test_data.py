@@ -1,0 +1,134 @@
+"""Data sources, presets, split definitions, the synthetic generator, answers, encoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.data import synthetic
+from core.data.answers import answers_match, extract_answer, normalize_number
+from core.data.loaders import DataSource, SplitSpec, load_rows, resolve_source, select
+from core.errors import DataError
+from core.training.setup import DataOptions, build_data
+
+
+def test_synthetic_is_deterministic_and_has_several_paths():
+    a, b = synthetic.problem(0, "train", 7), synthetic.problem(0, "train", 7)
+    assert a == b
+    assert synthetic.problem(1, "train", 7) != a
+    distinct = [len(set(synthetic.problem(0, "train", i).paths)) for i in range(50)]
+    assert min(distinct) >= 2 and sum(distinct) / len(distinct) > 4
+    for i in range(200):
+        p = synthetic.problem(0, "test", i)
+        assert all(int(w) <= synthetic.MAX_NUMBER for t in (p.question, *p.paths) for w in t.split() if w.isdigit())
+        assert 0 <= p.answer <= synthetic.MAX_NUMBER
+
+
+def test_synthetic_references_use_another_path_than_training():
+    train = synthetic.generate(0, "train", 0, 100, "train")
+    ref = synthetic.generate(0, "train", 0, 100, "reference")
+    assert [r["query"] for r in train] == [r["query"] for r in ref]
+    assert sum(a["response"] != b["response"] for a, b in zip(train, ref)) > 60
+    assert all(r["response"].endswith(f"#### {r['answer']}") for r in train)
+
+
+def test_pretraining_format_never_shows_the_finetuning_format():
+    import random
+
+    text = synthetic.pretrain_text(synthetic.problem(0, "pretrain", 3), random.Random(0))
+    assert "####" not in text and "### Instruction" not in text and text.startswith("Question :")
+
+
+def test_default_splits_are_disjoint_and_recorded(tmp_path):
+    data = build_data(DataOptions("synthetic-math", train_size=30, eval_size=10), seed=0)
+    rows = {name: select(SplitSpec.from_json(spec)) for name, spec in data["splits"].items()}
+    fit = select(SplitSpec.from_json(data["fit"]))
+    assert len(fit) == 30 and {len(r) for r in rows.values()} == {10}
+    fit_q = {r["query"] for r in fit}
+    assert {r["query"] for r in rows["train"]} <= fit_q  # a sample of the training set
+    assert not {r["query"] for r in rows["test"]} & fit_q
+    assert data["answer"] == {"formats": ["gsm8k", "metamath", "boxed"], "fallback": False}
+    json.dumps(data)  # recorded in run.json as is
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_local_files_load_with_fields(tmp_path, fmt):
+    import datasets
+
+    records = [{"question": f"q{i}", "answer": f"work {i} #### {i}"} for i in range(12)]
+    path = tmp_path / f"d.{fmt}"
+    ds = datasets.Dataset.from_list(records)
+    getattr(ds, {"jsonl": "to_json", "csv": "to_csv", "parquet": "to_parquet"}[fmt])(str(path))
+    source = resolve_source(str(path), preset="gsm8k")
+    assert source.kind == "file" and source.prompt_field == "question"
+    rows = load_rows(source, 2, 3)
+    assert rows == [{"query": f"q{i}", "response": f"work {i} #### {i}", "answer": str(i)} for i in (2, 3, 4)]
+    data = build_data(DataOptions(str(path), preset="gsm8k", eval_size=4), seed=1)
+    assert data["fit"]["count"] == 8 and data["splits"]["val"]["start"] == 8
+    assert data["answer"]["fallback"] is True
+
+
+def test_folder_and_errors(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"part{k}.jsonl").write_text(
+            "".join(json.dumps({"query": f"q{k}{i}", "response": "The answer is: 3"}) + "\n" for i in range(3)))
+    rows = load_rows(resolve_source(str(folder), preset="metamathqa"))
+    assert len(rows) == 6 and rows[0]["answer"] == "3"
+    with pytest.raises(DataError, match="missing field"):
+        load_rows(resolve_source(str(folder), prompt_field="instruction"))
+    with pytest.raises(DataError, match="no such file"):
+        resolve_source(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(DataError, match="unknown data preset"):
+        resolve_source("x", preset="nope")
+    (tmp_path / "bad.txt").write_text("x")
+    with pytest.raises(DataError, match="unsupported file type"):
+        load_rows(DataSource("file", str(tmp_path / "bad.txt")))
+
+
+def test_hub_ids_resolve_without_loading():
+    source = resolve_source("gsm8k")
+    assert (source.kind, source.ref, source.hub_config, source.hub_split) == ("hub", "openai/gsm8k", "main", "test")
+    assert resolve_source("meta-math/MetaMathQA", preset="metamathqa").answer_format == "metamath"
+
+
+@pytest.mark.parametrize(
+    "text,formats,fallback,expected",
+    [
+        ("so 3 + 4 = 7 . #### 7", ["gsm8k"], False, "7"),
+        ("The answer is: 1,234.0", ["metamath"], False, "1,234.0"),
+        ("thus \\boxed{\\frac{1}{2}} done", ["boxed"], False, "\\frac{1}{2}"),
+        ("we get 12 apples", ["gsm8k"], True, "12"),
+        ("we get 12 apples", ["gsm8k"], False, None),
+        ("#### 5 #### 6", ["gsm8k"], False, "6"),
+    ],
+)
+def test_extract_answer(text, formats, fallback, expected):
+    assert extract_answer(text, formats, fallback) == expected
+
+
+def test_numeric_comparison_is_tolerant():
+    assert normalize_number("1,234.0 dollars") == 1234.0
+    assert normalize_number("$5") == 5.0
+    assert normalize_number("3 + 4") is None
+    assert answers_match("18.0", "18") and answers_match("1,000", "1000") and answers_match("7 apples", "7")
+    assert not answers_match("17", "18") and not answers_match(None, "1")
+
+
+def test_encoding_masks_the_prompt_and_pads_to_a_multiple():
+    from core.data.encoding import IGNORE, collate, encode
+    from core.models.loading import load_tokenizer, resolve_base
+
+    tok = load_tokenizer(resolve_base("tiny"))
+    e = encode(tok, "Tom has 3 apples . How many apples does Tom have now ?", "#### 3")
+    assert e.input_ids[0] == tok.bos_token_id and e.input_ids[-1] == tok.eos_token_id
+    assert e.n_response == 3  # "####", "3", EOS
+    short = encode(tok, "Tom has 3 apples .", "#### 3")
+    ids, mask, labels = collate([e, short], tok.pad_token_id, multiple=16)
+    assert ids.shape[1] % 16 == 0 and ids.shape[1] >= len(e.input_ids)
+    assert (labels[0] != IGNORE).sum() == 3 and (labels[1] != IGNORE).sum() == 3
+    assert labels[0, e.n_prompt] == e.input_ids[e.n_prompt]
+    left, lmask, _ = collate([short, e], tok.pad_token_id, multiple=1, left=True)
+    assert lmask[0, 0] == 0 and lmask[0, -1] == 1 and left[0, -1] == tok.eos_token_id

@@ -1,0 +1,203 @@
+"""The training engine on the shipped tiny model: methods, losses, schedule, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from core.rundir import load_run
+from core.training.losses import mar_loss, sft_loss, token_nll
+from core.training.methods import Method
+from core.training.setup import DataOptions, build_config
+from core.training.trainer import effective_warmup, lr_factor, train
+from tests.helpers import ROOT
+
+
+def tiny_cfg(out, method="lora", **kw):
+    params = dict(epochs=2, batch_size=8, micro_batch_size=4, max_len=256, lr=1e-3, r=8, alpha=16, seed=0)
+    params.update(kw)
+    data = DataOptions("synthetic-math", train_size=params.pop("train_size", 16), eval_size=8)
+    return build_config(model="tiny", data=data, out=str(out), method=method, **params)
+
+
+def test_schedule_and_warmup_clipping():
+    assert effective_warmup(100, 10_000) == 100
+    assert effective_warmup(100, 50) == 5
+    assert [lr_factor("linear", s, 2, 10) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert lr_factor("constant", 7, 2, 10) == 1.0
+    assert lr_factor("cosine", 6, 2, 10) == pytest.approx(0.5)
+
+
+def test_mar_is_ce_weighted_by_one_minus_p_without_gradient_through_p():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7, requires_grad=True)
+    labels = torch.tensor([[-100, -100, 3, 1, 2], [-100, 4, 0, -100, -100]])
+    nll, mask = token_nll(logits, labels)
+    # independent computation
+    logp = torch.log_softmax(logits[:, :-1], -1)
+    tgt = labels[:, 1:]
+    manual = [(-logp[b, t, tgt[b, t]]) for b in range(2) for t in range(4) if tgt[b, t] != -100]
+    assert sft_loss(logits, labels).item() == pytest.approx(sum(x.item() for x in manual), rel=1e-6)
+    weights = [1 - math.exp(-x.item()) for x in manual]
+    assert mar_loss(logits, labels).item() == pytest.approx(sum(w * x.item() for w, x in zip(weights, manual)), rel=1e-6)
+    # gradient: d/dlogits of sum_t w_t * CE_t with w_t constant
+    (g_mar,) = torch.autograd.grad(mar_loss(logits, labels), logits)
+    const = sum(w * x for w, x in zip(weights, manual))
+    (g_ref,) = torch.autograd.grad(const, logits)
+    assert torch.allclose(g_mar, g_ref, atol=1e-6)
+    assert mask.sum() == len(manual)
+
+
+@pytest.mark.parametrize("method", list(Method.registry))
+@pytest.mark.parametrize("loss", ["sft", "mar"])
+def test_every_method_and_loss_trains_end_to_end(tmp_path, method, loss):
+    if loss == "mar" and method not in ("lora", "full"):
+        pytest.skip("the loss is independent of the method; lora and full cover it")
+    out = tmp_path / "run"
+    train(tiny_cfg(out, method, loss=loss))
+    run = load_run(out, strict=True)
+    assert run.status == "finished"
+    assert [c.name for c in run.checkpoints] == ["ep0", "ep1", "ep2"]
+    assert run.info.method["name"] == method and run.info.loss == loss
+    assert run.info.hyperparameters["effective_warmup_steps"] == 0  # 4 steps: clipped from 100
+    assert any("warmup clipped" in n for n in run.info.notes)
+    logs = run.train_logs
+    assert logs[-1].step == 4 and all(math.isfinite(l.loss) for l in logs)
+    ep2 = run.checkpoint("ep2")
+    assert (ep2.epoch, ep2.step) == (2.0, 4)
+    if method == "full":
+        from transformers import AutoModelForCausalLM
+
+        assert ep2.kind == "full"
+        AutoModelForCausalLM.from_pretrained(ep2.path)
+    else:
+        cfg = json.loads((ep2.path / "adapter_config.json").read_text())
+        assert ep2.kind == "adapter"
+        expected_r = 16 if method in ("pissa", "milora") else 8
+        assert cfg["r"] == expected_r and cfg["lora_alpha"] / cfg["r"] == pytest.approx(2.0)
+        targets = set(cfg["target_modules"])
+        assert ("o_proj" in targets) == (method == "lora-plus")
+    assert (out / "state" / "trainable.safetensors").is_file()
+
+
+def _live_vs_saved_logits(tmp_path, method):
+    """Logits of the trained in-memory model vs its saved checkpoint loaded on the ORIGINAL base."""
+    from peft import PeftModel
+
+    from core.models.loading import load_model, resolve_base
+    from core.training.trainer import Training
+
+    out = tmp_path / method
+    t = Training(tiny_cfg(out, method, epochs=1, dropout=0.0))
+    t.run()
+    ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
+    t.model.eval()
+    with torch.no_grad():
+        live = t.model(input_ids=ids).logits
+        base = load_model(resolve_base("tiny"))
+        saved = PeftModel.from_pretrained(base, str(out / "checkpoints" / "ep1"))(input_ids=ids).logits
+    return live, saved, out
+
+
+@pytest.mark.parametrize("method", ["pissa", "milora"])
+def test_svd_methods_save_an_exact_lora_on_the_original_base(tmp_path, method):
+    live, saved, out = _live_vs_saved_logits(tmp_path, method)
+    assert torch.allclose(live, saved, atol=1e-4), (live - saved).abs().max()
+    assert (out / "init_adapter" / "adapter_model.safetensors").is_file()
+    info = json.loads((out / "checkpoints" / "ep1" / "checkpoint.json").read_text())
+    assert info["extra"]["converted_from"] == method and info["extra"]["init_adapter"] == "init_adapter"
+
+
+def test_milora_takes_the_minor_singular_components():
+    from peft import LoraConfig, get_peft_model
+
+    from core.models.loading import load_model, resolve_base
+    from core.training.methods import milora_init
+
+    base = load_model(resolve_base("tiny"))
+    w = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    milora_init(model)
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    s = layer.scaling["default"]
+    assert torch.allclose(layer.base_layer.weight + s * B @ A, w, atol=1e-5)  # nothing lost
+    sv = torch.linalg.svdvals(w)
+    assert torch.allclose(torch.linalg.svdvals(s * B @ A)[:4], sv[-4:].flip(0), atol=1e-4)
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.test_training import tiny_cfg
+from core.training.trainer import train
+def kill(step):
+    if step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(tiny_cfg({out!r}, "lora", epochs=3, train_size=24, dropout=0.1), on_step=kill)
+"""
+
+
+def _trainable(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "state" / "trainable.safetensors"))
+
+
+def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_cfg(straight, "lora", epochs=3, train_size=24, dropout=0.1))
+    killed = tmp_path / "killed"
+    # 3 steps per epoch: step 5 is in the middle of epoch 2, after ep1 was saved
+    proc = subprocess.run([sys.executable, "-c", KILLER.format(root=str(ROOT), kill_at=5, out=str(killed))],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run = load_run(killed)
+    assert run.status == "running" and [c.name for c in run.checkpoints] == ["ep0", "ep1"]
+    from core.rundir import RunDir
+    from core.training.config import TrainConfig
+
+    cfg = TrainConfig.from_run(RunDir(killed).read_info(), str(killed))
+    train(cfg, resume=True)
+    assert load_run(killed).status == "finished"
+    a, b = _trainable(straight), _trainable(killed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [l.step for l in load_run(killed).train_logs]
+    assert steps[-1] == 9
+
+
+def test_save_every_steps_writes_step_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_cfg(out, "lora", epochs=2, train_size=24, save_every="2"))
+    names = [c.name for c in load_run(out).checkpoints]
+    assert names == ["ep0", "step2", "ep1", "step4", "ep2"]
+
+
+def test_two_processes_match_one(tmp_path):
+    """Data parallelism under torchrun (gloo, 2 CPU processes) computes the same updates."""
+    one = tmp_path / "one"
+    train(tiny_cfg(one, "lora", epochs=1, train_size=16, dropout=0.0, micro_batch_size=2))
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+         "-m", "overmem_tui.cli", "train", "--model", "tiny", "--data", "synthetic-math", "--out", str(two),
+         "--epochs", "1", "--batch-size", "8", "--micro-batch-size", "2", "--max-len", "256", "--lr", "1e-3",
+         "--rank", "8", "--alpha", "16", "--dropout", "0", "--train-size", "16", "--eval-size", "8"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = load_run(two, strict=True)
+    assert run.status == "finished" and run.info.hyperparameters["world_size"] == 2
+    a, b = _trainable(one), _trainable(two)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert [l.loss for l in load_run(one).train_logs] == pytest.approx([l.loss for l in run.train_logs], rel=1e-4)
