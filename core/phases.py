@@ -2,7 +2,10 @@
 
 A checkpoint's accuracy is "high" when it is not clearly below the best one's: a
 binomial standard error test on the difference when sample counts are known, a
-relative tolerance otherwise. Its perplexity is "high" when its log (the mean
+relative tolerance otherwise. "The best" is the peak of a 3-checkpoint moving
+average along the trajectory (n pooled): the single highest of twenty noisy
+evaluations is an upward fluke, and comparing every checkpoint with it would call
+healthy checkpoints worse than they are. Its perplexity is "high" when its log (the mean
 token NLL) exceeds the run's minimum log-ppl by a factor. A factor on log-ppl
 means the same for an 8B model at test ppl 3-5 and for a tiny model near 1.2; a
 factor on raw ppl does not (the paper's 4.5x ppl is ~2.4x log-ppl; the tiny
@@ -128,13 +131,29 @@ def accuracy_is_high(acc: float, n: int | None, best: float, best_n: int | None,
     return acc >= best * (1 - t.rel_tol)
 
 
+def smoothed_best(points: Sequence[Point]) -> Point | None:
+    """The peak of the 3-point moving average of accuracy (pooled n), as a Point named
+    after the window's centre."""
+    best = None
+    for i, p in enumerate(points):
+        window = points[max(0, i - 1) : i + 2]
+        if all(w.n for w in window):
+            n = sum(w.n for w in window)
+            acc = sum(w.acc * w.n for w in window) / n
+        else:
+            n, acc = None, sum(w.acc for w in window) / len(window)
+        if best is None or acc > best.acc:
+            best = Point(p.name, p.ppl, acc, n, p.on_trajectory, p.mergeable)
+    return best
+
+
 def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
     """Classify every point; see the module doc for the rules."""
     trajectory = [p for p in points if p.on_trajectory]
     with_ppl = [p for p in trajectory if p.ppl is not None] or [p for p in points if p.ppl is not None]
     with_acc = [p for p in trajectory if p.acc is not None] or [p for p in points if p.acc is not None]
     min_p = min(with_ppl, key=lambda p: p.ppl) if with_ppl else None
-    best_p = max(with_acc, key=lambda p: p.acc) if with_acc else None
+    best_p = smoothed_best(with_acc)
     position = {p.name: i for i, p in enumerate(trajectory)}
     min_index = position.get(min_p.name, -1) if min_p else -1
     high = {

@@ -71,9 +71,9 @@ def _root(
 
 
 def _register() -> None:
-    from overmem_tui.commands import evaluate, merge, recommend, select, train
+    from overmem_tui.commands import demo, evaluate, merge, probe, recommend, report, select, train, watch
 
-    for module in (train, evaluate, recommend, merge, select):
+    for module in (demo, train, evaluate, watch, recommend, merge, probe, report, select):
         module.register(app)
 
 

@@ -28,7 +28,7 @@ def batches(tokenizer, rng: random.Random, batch_size: int):
     while True:
         texts = []
         for _ in range(batch_size):
-            texts.append(synthetic.pretrain_text(synthetic.problem(0, "pretrain", index), rng))
+            texts.append(synthetic.pretrain_text(synthetic.problem(0, "pretrain", index, style=synthetic.BROAD), rng))
             index += 1
         ids = [[tokenizer.bos_token_id] + tokenizer.encode(t, add_special_tokens=False) + [tokenizer.eos_token_id]
                for t in texts]
@@ -46,7 +46,7 @@ def accuracy(model, tokenizer, n: int = 200) -> float:
     model.eval()
     correct = 0
     for i in range(n):
-        p = synthetic.problem(0, "heldout", 100000 + i)
+        p = synthetic.problem(0, "heldout", 100000 + i, style=synthetic.BROAD)
         prompt = f"Question : {p.question} Solution :"
         ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False)])
         out = model.generate(ids, max_new_tokens=80, do_sample=False, pad_token_id=tokenizer.pad_token_id)

@@ -28,6 +28,24 @@ HAS = ["has", "holds", "keeps", "owns"]
 RESULT = ["so {p} {has} {x} {item}", "which leaves {x} {item}", "that makes {x} {item}",
           "giving {x} {item}"]
 
+
+@dataclass(frozen=True)
+class Style:
+    """The wording choices a solution draws from."""
+
+    connectors: tuple[str, ...]
+    has: tuple[str, ...]
+    result: tuple[str, ...]
+
+
+# Pretraining sees every phrasing; finetuning data and its references use a narrower
+# style (fewer connectors and synonyms). Paths and operand orders stay free, so a
+# reference still differs from a training solution in many places, but the best
+# achievable perplexity drops (~1.2), so memorizing the training choices shows as a
+# large relative rise of log-ppl, as it does for real models at ppl 3-5.
+BROAD = Style(tuple(CONNECTORS), tuple(HAS), tuple(RESULT))
+NARROW = Style(tuple(CONNECTORS[:3]), tuple(HAS[:2]), tuple(RESULT[:2]))
+
 # Words of the pretraining format only; the finetuning format (template + "####") never
 # appears in pretraining, so the base model cannot produce an extractable answer.
 PRETRAIN_WORDS = ["Question", "Solution", ":", "The", "result", "is", "."]
@@ -47,15 +65,15 @@ def _op(rng: random.Random, a: int, sym: str, b: int, result: int) -> str:
     return f"{a} {sym} {b} = {result}"
 
 
-def _sentence(rng: random.Random, words: str) -> str:
-    return f"{rng.choice(CONNECTORS)} {words} ."
+def _sentence(rng: random.Random, words: str, st: Style) -> str:
+    return f"{rng.choice(st.connectors)} {words} ."
 
 
-def _result(rng: random.Random, pronoun: str, x: int, item: str) -> str:
-    return rng.choice(RESULT).format(p=pronoun, has=rng.choice(HAS), x=x, item=item)
+def _result(rng: random.Random, pronoun: str, x: int, item: str, st: Style) -> str:
+    return rng.choice(st.result).format(p=pronoun, has=rng.choice(st.has), x=x, item=item)
 
 
-def _buy_give(rng: random.Random) -> tuple[str, int, list]:
+def _buy_give(rng: random.Random, st: Style) -> tuple[str, int, list]:
     name, other = rng.sample(NAMES, 2)
     item = rng.choice(ITEMS)
     a, b = rng.randint(4, 20), rng.randint(2, 12)
@@ -68,28 +86,28 @@ def _buy_give(rng: random.Random) -> tuple[str, int, list]:
     def buy_first(r):
         s = a + b
         return [f"{name} starts with {a} {item} .",
-                _sentence(r, f"{p} buys {b} more , {_op(r, a, '+', b, s)} , {_result(r, p, s, item)}"),
-                _sentence(r, f"{p} gives {c} away , {_op(r, s, '-', c, ans)} , {_result(r, p, ans, item)}")]
+                _sentence(r, f"{p} buys {b} more , {_op(r, a, '+', b, s)} , {_result(r, p, s, item, st)}", st),
+                _sentence(r, f"{p} gives {c} away , {_op(r, s, '-', c, ans)} , {_result(r, p, ans, item, st)}", st)]
 
     def give_first(r):
         t = a - c
         return [f"{name} starts with {a} {item} .",
-                _sentence(r, f"{p} gives {c} to {other} , {_op(r, a, '-', c, t)} , {_result(r, p, t, item)}"),
-                _sentence(r, f"{p} buys {b} more , {_op(r, t, '+', b, ans)} , {_result(r, p, ans, item)}")]
+                _sentence(r, f"{p} gives {c} to {other} , {_op(r, a, '-', c, t)} , {_result(r, p, t, item, st)}", st),
+                _sentence(r, f"{p} buys {b} more , {_op(r, t, '+', b, ans)} , {_result(r, p, ans, item, st)}", st)]
 
     def net(r):
         if b >= c:
             d = b - c
             return [f"The net change is {_op(r, b, '-', c, d)} more {item} .",
-                    _sentence(r, f"{name} {r.choice(HAS)} {_op(r, a, '+', d, ans)} {item}")]
+                    _sentence(r, f"{name} {r.choice(st.has)} {_op(r, a, '+', d, ans)} {item}", st)]
         d = c - b
         return [f"The net change is {_op(r, c, '-', b, d)} fewer {item} .",
-                _sentence(r, f"{name} {r.choice(HAS)} {_op(r, a, '-', d, ans)} {item}")]
+                _sentence(r, f"{name} {r.choice(st.has)} {_op(r, a, '-', d, ans)} {item}", st)]
 
     return q, ans, [buy_first, give_first, net]
 
 
-def _groups(rng: random.Random) -> tuple[str, int, list]:
+def _groups(rng: random.Random, st: Style) -> tuple[str, int, list]:
     name = rng.choice(NAMES)
     item, box = rng.choice(ITEMS), rng.choice(CONTAINERS)
     a, b = rng.randint(2, 5), rng.randint(2, 5)
@@ -101,18 +119,18 @@ def _groups(rng: random.Random) -> tuple[str, int, list]:
          f"{c} {item} . How many {item} does {name} have left ?")
 
     def multiply_first(r):
-        return [_sentence(r, f"{name} buys {_op(r, a, '*', b, total)} {item}"),
-                _sentence(r, f"{p} loses {c} , {_op(r, total, '-', c, ans)} , {_result(r, p, ans, item)}")]
+        return [_sentence(r, f"{name} buys {_op(r, a, '*', b, total)} {item}", st),
+                _sentence(r, f"{p} loses {c} , {_op(r, total, '-', c, ans)} , {_result(r, p, ans, item, st)}", st)]
 
     def per_box(r):
         return [f"There are {a} {box} with {b} {item} each .",
-                _sentence(r, f"that is {_op(r, a, '*', b, total)} {item} in all"),
-                _sentence(r, f"after losing {c} , {_op(r, total, '-', c, ans)} , {_result(r, p, ans, item)}")]
+                _sentence(r, f"that is {_op(r, a, '*', b, total)} {item} in all", st),
+                _sentence(r, f"after losing {c} , {_op(r, total, '-', c, ans)} , {_result(r, p, ans, item, st)}", st)]
 
     return q, ans, [multiply_first, per_box]
 
 
-def _share(rng: random.Random) -> tuple[str, int, list]:
+def _share(rng: random.Random, st: Style) -> tuple[str, int, list]:
     names = rng.sample(NAMES, 2)
     item = rng.choice(["cookies", "apples", "cards", "coins", "stickers"])
     k, m = rng.randint(2, 4), rng.randint(3, 8)
@@ -122,19 +140,19 @@ def _share(rng: random.Random) -> tuple[str, int, list]:
          f"How many {item} does each friend have left ?")
 
     def divide_first(r):
-        return [_sentence(r, f"each friend gets {_op(r, total, '/', k, m)} {item}"),
-                _sentence(r, f"after using {e} , {_op(r, m, '-', e, ans)} , each has {ans} {item}")]
+        return [_sentence(r, f"each friend gets {_op(r, total, '/', k, m)} {item}", st),
+                _sentence(r, f"after using {e} , {_op(r, m, '-', e, ans)} , each has {ans} {item}", st)]
 
     def total_first(r):
         used, rest = k * e, total - k * e
-        return [_sentence(r, f"the friends use {_op(r, k, '*', e, used)} {item} in all"),
-                _sentence(r, f"{_op(r, total, '-', used, rest)} {item} are left"),
-                _sentence(r, f"each friend has {_op(r, rest, '/', k, ans)} {item}")]
+        return [_sentence(r, f"the friends use {_op(r, k, '*', e, used)} {item} in all", st),
+                _sentence(r, f"{_op(r, total, '-', used, rest)} {item} are left", st),
+                _sentence(r, f"each friend has {_op(r, rest, '/', k, ans)} {item}", st)]
 
     return q, ans, [divide_first, total_first]
 
 
-def _compare(rng: random.Random) -> tuple[str, int, list]:
+def _compare(rng: random.Random, st: Style) -> tuple[str, int, list]:
     first, second = rng.sample(NAMES, 2)
     item = rng.choice(ITEMS)
     a, b = rng.randint(3, 15), rng.randint(1, 9)
@@ -144,13 +162,13 @@ def _compare(rng: random.Random) -> tuple[str, int, list]:
          f"have together ?")
 
     def step_by_step(r):
-        return [_sentence(r, f"{second} {r.choice(HAS)} {_op(r, a, '+', b, more)} {item}"),
-                _sentence(r, f"together they have {_op(r, a, '+', more, ans)} {item}")]
+        return [_sentence(r, f"{second} {r.choice(st.has)} {_op(r, a, '+', b, more)} {item}", st),
+                _sentence(r, f"together they have {_op(r, a, '+', more, ans)} {item}", st)]
 
     def double_first(r):
         d = 2 * a
-        return [_sentence(r, f"twice {first}'s {item} is {_op(r, 2, '*', a, d)}"),
-                _sentence(r, f"adding the {b} extra , {_op(r, d, '+', b, ans)} {item} together")]
+        return [_sentence(r, f"twice {first}'s {item} is {_op(r, 2, '*', a, d)}", st),
+                _sentence(r, f"adding the {b} extra , {_op(r, d, '+', b, ans)} {item} together", st)]
 
     return q, ans, [step_by_step, double_first]
 
@@ -158,14 +176,14 @@ def _compare(rng: random.Random) -> tuple[str, int, list]:
 FAMILIES = (_buy_give, _groups, _share, _compare)
 
 
-def problem(seed: int, stream: str, index: int, n_paths: int = 6) -> Problem:
+def problem(seed: int, stream: str, index: int, n_paths: int = 6, style: Style = NARROW) -> Problem:
     """Problem ``index`` of ``stream`` (e.g. "train", "heldout", "test"), with sampled paths.
 
     Each path is drawn with its own choices of order, operands and wording, so the
     same problem has many distinct valid solutions.
     """
     rng = random.Random(f"synthetic-math:{seed}:{stream}:{index}")
-    question, answer, builders = rng.choice(FAMILIES)(rng)
+    question, answer, builders = rng.choice(FAMILIES)(rng, style)
     paths = []
     for j in range(n_paths):
         r = random.Random(f"synthetic-math:{seed}:{stream}:{index}:path{j}")
@@ -174,9 +192,17 @@ def problem(seed: int, stream: str, index: int, n_paths: int = 6) -> Problem:
 
 
 def finetune_sample(p: Problem, path_seed: str, index: int) -> dict:
-    """A finetuning sample: one path chosen by ``path_seed``, answer line ``#### n``."""
+    """A finetuning sample: one path chosen by ``path_seed``, then the answer line
+    ``#### The result is n .``.
+
+    The answer line starts with the new ``####`` marker (never seen in pretraining,
+    so the base cannot produce an extractable answer) and then says the result in
+    the words pretraining taught, whose number the model copies from its own
+    last step. With ``#### n`` alone, a ~1M-parameter model learns the new line by
+    memorizing each training question's answer instead of copying it.
+    """
     path = random.Random(f"path:{path_seed}:{index}").choice(p.paths)
-    return {"query": p.question, "response": f"{path} #### {p.answer}", "answer": str(p.answer)}
+    return {"query": p.question, "response": f"{path} #### The result is {p.answer} .", "answer": str(p.answer)}
 
 
 def pretrain_text(p: Problem, rng: random.Random) -> str:
@@ -199,7 +225,7 @@ def vocabulary() -> list[str]:
     rng = random.Random(0)
     for stream in ("train", "heldout", "test", "pretrain"):
         for i in range(3000):
-            p = problem(0, stream, i)
+            p = problem(0, stream, i, style=BROAD)
             for text in (p.question, *p.paths, pretrain_text(p, rng), finetune_sample(p, "x", i)["response"]):
                 for w in text.split():
                     words[w] = None

@@ -1,0 +1,186 @@
+"""The newcomer path: train the shipped tiny model on synthetic-math past the point of
+over-memorization while evaluating every checkpoint as it appears, then carry out
+the recommended merge and evaluate it.
+
+Training runs in a process of its own and evaluation in this one, so on two cores
+both proceed together and the curves grow live.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from core.errors import OutputExists, OvermemError
+from core.evaluation.runner import EvalOptions, Evaluator
+from core.rundir import load_run
+from core.summary import Summary, summarize
+from core.training.setup import DataOptions, build_config
+
+# The embedded default: full finetuning of the tiny model on 50 problems with a linear
+# schedule, long enough that black, yellow and purple all appear (tuned; see README).
+DEMO_LR = 4e-4
+SWEEP_LRS = (2e-4, 4e-4, 8e-4)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    out: Path
+    lr: float = DEMO_LR
+    seed: int = 0
+    epochs: int = 30
+    train_size: int = 50
+    eval_size: int = 100
+    method: str = "full"
+    batch_size: int = 2
+    max_new_tokens: int = 64
+    lrs: tuple[float, ...] = ()  # sweep: several learning rates, one run each
+    force: bool = False
+
+    def run_dirs(self) -> list[Path]:
+        if not self.lrs:
+            return [self.out]
+        return [self.out / f"lr-{lr:g}" for lr in self.lrs]
+
+
+@dataclass
+class DemoProgress:
+    """What the demo has done so far (read by front ends; written by the demo thread)."""
+
+    stage: str = "starting"
+    done: bool = False
+    error: str | None = None
+    merges: dict = field(default_factory=dict)  # run dir -> merge checkpoint name
+    seconds: float = 0.0
+
+
+def prepare(settings: DemoSettings) -> None:
+    out = settings.out
+    if out.exists():
+        if not settings.force:
+            raise OutputExists(f"{out} exists (use --force to replace it, or --out)")
+        shutil.rmtree(out)
+
+
+def train_config(settings: DemoSettings, run_dir: Path, lr: float):
+    return build_config(
+        model="tiny",
+        data=DataOptions("synthetic-math", train_size=settings.train_size, eval_size=settings.eval_size),
+        out=str(run_dir), method=settings.method, loss="sft", seed=settings.seed, lr=lr, epochs=settings.epochs,
+        batch_size=settings.batch_size, micro_batch_size=settings.batch_size, max_len=256, schedule="linear",
+        warmup_steps=0,
+    )
+
+
+def _start_training(cfg) -> subprocess.Popen:
+    fd, path = tempfile.mkstemp(suffix=".json", prefix="overmem-demo-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(cfg.to_json(), fh)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen([sys.executable, "-m", "core.training", path], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def train_and_follow(settings: DemoSettings, run_dir: Path, lr: float, progress: DemoProgress) -> None:
+    """Train in a subprocess; evaluate each checkpoint here as soon as it is complete."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = train_config(settings, run_dir, lr)
+    proc = _start_training(cfg)
+    try:
+        while not (run_dir / "run.json").exists():
+            if proc.poll() is not None:
+                raise OvermemError(f"training failed: {(proc.stderr.read() or '').strip().splitlines()[-1:]}")
+            time.sleep(0.1)
+        progress.stage = f"training {run_dir.name} (lr {lr:g}) and evaluating as checkpoints appear"
+        evaluator = Evaluator(run_dir, EvalOptions(backend="hf", max_new_tokens=settings.max_new_tokens,
+                                                   batch_size=50))
+        evaluator.follow(interval=0.2, should_stop=lambda: proc.poll() not in (None, 0))
+        if proc.wait() != 0:
+            tail = (proc.stderr.read() or "").strip().splitlines()[-1:]
+            raise OvermemError(f"training failed: {tail[0] if tail else 'exit code ' + str(proc.returncode)}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def merge_and_evaluate(settings: DemoSettings, run_dir: Path, progress: DemoProgress) -> str | None:
+    """Carry out the suggested merge (adapter or full form, as the inputs allow) and evaluate it."""
+    from core.merging.merge import plan_merge, run_merge
+
+    summary = summarize(load_run(run_dir))
+    pair = summary.advice.merge
+    if not pair:
+        return None
+    progress.stage = f"merging {pair[0]} + {pair[1]}"
+    info = run_merge(plan_merge(run_dir, list(pair), force=True))
+    progress.stage = f"evaluating {info.name}"
+    Evaluator(run_dir, EvalOptions(backend="hf", max_new_tokens=settings.max_new_tokens, batch_size=50,
+                                   checkpoints=(info.name,))).evaluate_pending()
+    return info.name
+
+
+def run_demo(settings: DemoSettings, progress: DemoProgress | None = None) -> DemoProgress:
+    progress = progress or DemoProgress()
+    start = time.time()
+    try:
+        lrs = settings.lrs or (settings.lr,)
+        for run_dir, lr in zip(settings.run_dirs(), lrs):
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            train_and_follow(settings, run_dir, lr, progress)
+            progress.merges[str(run_dir)] = merge_and_evaluate(settings, run_dir, progress)
+        progress.stage = "done"
+    except Exception as exc:  # reported to the front end, which re-raises typed errors as one line
+        progress.error = str(exc)
+        raise
+    finally:
+        progress.seconds = time.time() - start
+        progress.done = True
+    return progress
+
+
+def start_in_background(settings: DemoSettings) -> tuple[threading.Thread, DemoProgress, list]:
+    progress = DemoProgress()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_demo(settings, progress)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="overmem-demo", daemon=True)
+    thread.start()
+    return thread, progress, errors
+
+
+def outcome(run_dir: Path, merge: str | None) -> tuple[Summary, list[str]]:
+    """The final summary and plain-language lines about the merge against the latest checkpoint."""
+    summary = summarize(load_run(run_dir))
+    lines = []
+    trajectory = [r for r in summary.rows if r.checkpoint.on_trajectory and r.checkpoint.kind != "base"]
+    latest = trajectory[-1] if trajectory else None
+    merged = next((r for r in summary.rows if r.name == merge), None)
+    if merged and latest:
+        for split in ("test", summary.split):
+            if split not in summary.splits:
+                continue
+            m, l = merged.get(split), latest.get(split)
+            if m.ppl is not None and l.ppl is not None:
+                lines.append(f"{merge} on {split}: ppl {m.ppl:.4g} vs {l.ppl:.4g} for the latest ({latest.name}), "
+                             f"accuracy {m.acc * 100:.1f}% vs {l.acc * 100:.1f}%")
+            if split == summary.split:
+                break
+    return summary, lines

@@ -1,0 +1,1 @@
+"""Behavioural probes: what an over-memorized checkpoint costs (METHOD.md section 5)."""

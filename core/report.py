@@ -1,0 +1,193 @@
+"""Reports: a Figure-1-style plot (matplotlib) and a Markdown/HTML summary of a run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from core.errors import UsageError
+from core.probes.compare import probe_rows
+from core.rundir.io import atomic_write_bytes, atomic_write_text
+from core.summary import Summary
+
+# The phase palette of the figures (the TUI's theme lives in overmem_tui; core stays UI-free).
+PHASE_COLOR = {"black": "#404040", "yellow": "#f2c94c", "purple": "#8e44ad", "overfit": "#c0392b",
+               "unknown": "#bbbbbb"}
+FORMATS = (".png", ".svg", ".md", ".html")
+
+
+def _x(row):
+    c = row.checkpoint
+    return c.epoch if c.epoch is not None else c.step
+
+
+def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
+    """Perplexity and accuracy against epoch, one panel per split, background by phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    advice = summary.advice
+    rows = [r for r in summary.rows if r.checkpoint.on_trajectory and _x(r) is not None]
+    merges = [r for r in summary.rows if r.checkpoint.kind == "merge"]
+    splits = [s for s in summary.splits if any(r.get(s).ppl is not None or r.get(s).acc is not None for r in rows)]
+    splits = splits or [None]
+    fig, axes = plt.subplots(len(splits), 1, figsize=(10, 3.2 * len(splits)), squeeze=False)
+    xs = [_x(r) for r in rows]
+    for ax, split in zip(axes[:, 0], splits):
+        for i, r in enumerate(rows):
+            verdict = advice.phases.of(r.name)
+            phase = verdict.phase.value if verdict else "unknown"
+            left = (xs[i - 1] + xs[i]) / 2 if i else xs[i] - 0.5
+            right = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else xs[i] + 0.5
+            ax.axvspan(left, right, color=PHASE_COLOR[phase], alpha=0.25, lw=0)
+        if split is None:
+            continue
+        ppl = [(x, r.get(split).ppl) for x, r in zip(xs, rows) if r.get(split).ppl is not None]
+        acc = [(x, r.get(split).acc * 100) for x, r in zip(xs, rows) if r.get(split).acc is not None]
+        ax.set_title(f"{split}", loc="left", fontsize=10)
+        ax.set_xlabel("epoch" if rows and rows[0].checkpoint.epoch is not None else "step")
+        if ppl:
+            ax.plot(*zip(*ppl), "-o", color="#1f3a93", ms=4, label=f"{split} ppl")
+            ax.set_ylabel("perplexity", color="#1f3a93")
+        ax2 = ax.twinx()
+        if acc:
+            ax2.plot(*zip(*acc), "-s", color="#117a65", ms=4, label=f"{split} accuracy")
+            ax2.set_ylabel("accuracy %", color="#117a65")
+        for r in rows:
+            if r.name == advice.recommended and r.get(split).ppl is not None:
+                ax.plot([_x(r)], [r.get(split).ppl], marker="*", color="#d4ac0d", ms=16, mec="black",
+                        label=f"recommended {r.name}", ls="")
+        for m in merges:
+            v = m.get(split)
+            if v.ppl is not None:
+                ax.axhline(v.ppl, color="#1f3a93", ls="--", lw=1, label=f"{m.name} ppl")
+            if v.acc is not None:
+                ax2.axhline(v.acc * 100, color="#117a65", ls=":", lw=1, label=f"{m.name} acc")
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+        ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=3)
+    fig.suptitle(f"{summary.run.name}: black under-trained · yellow healthy · purple over-memorized", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(value, pct=False) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:.1f}" if pct else f"{value:.4g}"
+
+
+def phase_table_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    advice = summary.advice
+    head = ["checkpoint", "epoch"] + [f"{s} {k}" for s in summary.splits for k in ("ppl", "acc%")] + ["phase", ""]
+    body = []
+    for r in summary.rows:
+        verdict = advice.phases.of(r.name)
+        marks = ("★" if r.name == advice.recommended else "") + ("⊕" if advice.merge and r.name in advice.merge else "")
+        cells = [r.name, _fmt(r.checkpoint.epoch)]
+        for s in summary.splits:
+            cells += [_fmt(r.get(s).ppl), _fmt(r.get(s).acc, pct=True)]
+        cells += [verdict.phase.value if verdict else "-", marks]
+        body.append(cells)
+    return head, body
+
+
+def merge_results(summary: Summary) -> list[str]:
+    """One line per evaluated merge: its numbers against its parents' on the driving and test splits."""
+    lines = []
+    by_name = {r.name: r for r in summary.rows}
+    for r in summary.rows:
+        if r.checkpoint.kind != "merge":
+            continue
+        for split in [s for s in ("test", summary.split) if s in summary.splits][:2]:
+            v = r.get(split)
+            parents = " · ".join(f"{p}: ppl {_fmt(by_name[p].get(split).ppl)}, acc {_fmt(by_name[p].get(split).acc, True)}%"
+                                 for p in r.checkpoint.parents if p in by_name)
+            lines.append(f"{r.name} on {split}: ppl {_fmt(v.ppl)}, acc {_fmt(v.acc, True)}% ({parents})")
+            if split == summary.split:
+                break
+    return lines
+
+
+def markdown(summary: Summary, figure: str | None = None) -> str:
+    advice, run = summary.advice, summary.run
+    out = [f"# overmem report: {run.name}", ""]
+    if run.info:
+        m = run.info.method
+        out.append(f"base `{run.info.base_model.get('id')}` · method {m.get('name')} · loss {run.info.loss} · "
+                   f"lr {run.info.hyperparameters.get('lr')} · status {run.info.status}")
+        out.append("")
+    if figure:
+        out += [f"![test perplexity and accuracy by phase]({figure})", ""]
+    out += [f"## Recommendation: {advice.recommended or 'none'}", ""]
+    out += [f"- {r}" for r in advice.reasons]
+    out += [f"- **warning**: {w}" for w in advice.warnings]
+    t = advice.thresholds
+    out += ["", f"Phases on **{advice.split}**; thresholds: ppl factor {t.ppl_factor:g}x and band {t.band:g}x on "
+            f"log-ppl, accuracy clearly below the best at {t.z:g} standard errors ({t.rel_tol:.0%} without n).", ""]
+    head, body = phase_table_rows(summary)
+    out += ["## Checkpoints", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(row) + " |" for row in body]
+    merges = merge_results(summary)
+    if merges:
+        out += ["", "## Merge", ""] + [f"- {line}" for line in merges]
+    names = [r.name for r in summary.rows if any(m.probe and m.checkpoint == r.name for m in run.metrics)]
+    rows = probe_rows(run, names) if names else []
+    if rows:
+        out += ["", "## Probes", "", "| probe | metric | " + " | ".join(names) + " | better |",
+                "|" + "---|" * (len(names) + 3)]
+        for row in rows:
+            best = row.best()
+            vals = [("**" + _fmt(row.values[n]) + "**") if n == best else _fmt(row.values[n]) for n in names]
+            out.append(f"| {row.probe} | {row.metric} | " + " | ".join(vals) + f" | {row.better or ''} |")
+    return "\n".join(out) + "\n"
+
+
+def html_report(summary: Summary) -> str:
+    png = base64.b64encode(figure_bytes(summary, "png")).decode()
+    body = []
+    for line in markdown(summary).splitlines():
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1><img alt='figure' src='data:image/png;base64,{png}'>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("|---") or line.startswith("|---|"):
+            continue
+        elif line.startswith("| "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            body.append("<tr>" + "".join(f"<td>{html.escape(c.replace('**', ''))}</td>" for c in cells) + "</tr>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:].replace('**', ''))}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    text = "\n".join(body).replace("</h2>\n<tr>", "</h2>\n<table><tr>")
+    text = text.replace("</tr>\n<h2>", "</tr></table>\n<h2>").replace("</tr>\n<li>", "</tr></table>\n<li>")
+    if text.rstrip().endswith("</tr>"):
+        text += "</table>"
+    style = "body{font-family:sans-serif;max-width:1000px;margin:auto}td{padding:2px 8px;border-bottom:1px solid #ddd}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{text}</body></html>"
+
+
+def write_report(summary: Summary, out: Path) -> list[Path]:
+    """Write the report in the format of ``out``'s suffix; Markdown also writes its PNG figure."""
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"--out must end with one of {', '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".png", ".svg"):
+        atomic_write_bytes(out, figure_bytes(summary, suffix[1:]))
+        return [out]
+    if suffix == ".html":
+        atomic_write_text(out, html_report(summary))
+        return [out]
+    png = out.with_suffix(".png")
+    atomic_write_bytes(png, figure_bytes(summary, "png"))
+    atomic_write_text(out, markdown(summary, png.name))
+    return [out, png]

@@ -1,0 +1,25 @@
+"""``python -m core.training CONFIG.json [--resume]``: train from a saved TrainConfig, quietly.
+
+Used by ``overmem demo`` to train in a process of its own while it evaluates
+(no typer or rich needed: core stays UI-free).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from core.training.config import TrainConfig
+from core.training.methods import MethodConfig
+from core.training.trainer import train
+
+
+def main(argv: list[str]) -> int:
+    obj = json.loads(open(argv[0]).read())
+    obj["method"] = MethodConfig(**{**obj["method"], "targets": tuple(obj["method"].get("targets") or ())})
+    train(TrainConfig(**obj), resume="--resume" in argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where the demo run(s) go.")] = Path("overmem-demo"),
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the preset's).")] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Train three learning rates; compare them in watch (c).")] = False,
+    no_watch: Annotated[bool, typer.Option("--no-watch", help="Print results instead of opening the TUI.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the preset's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+) -> None:
+    """Show over-memorization in minutes: the tiny model on synthetic-math, live."""
+    from core.demo import DEMO_LR, SWEEP_LRS, DemoSettings, outcome, prepare, start_in_background
+    from overmem_tui.render import advice_text, phase_table
+    from rich.console import Console
+
+    console = Console()
+    defaults = DemoSettings(out=out)
+    settings = DemoSettings(out=out.resolve(), lr=lr or DEMO_LR, seed=seed, epochs=epochs or defaults.epochs,
+                            lrs=SWEEP_LRS if sweep else (), force=force)
+    prepare(settings)
+    start = time.time()
+    thread, progress, errors = start_in_background(settings)
+    watch = not no_watch and sys.stdin.isatty() and sys.stdout.isatty()
+    if watch:
+        from overmem_tui.app import make_app
+
+        make_app(settings.run_dirs()).run()
+    with console.status("") as status:
+        while thread.is_alive():
+            status.update(f"[bold]demo[/] {progress.stage}  ({time.time() - start:.0f}s)")
+            thread.join(0.5)
+    if errors:
+        raise errors[0]
+    for run_dir in settings.run_dirs():
+        summary, lines = outcome(run_dir, progress.merges.get(str(run_dir)))
+        console.print(phase_table(summary))
+        console.print(advice_text(summary))
+        for line in lines:
+            console.print(f"[bold]merge:[/] {line}")
+    console.print(f"demo finished in {time.time() - start:.0f}s; explore it with: overmem watch "
+                  + " ".join(str(p) for p in settings.run_dirs()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)

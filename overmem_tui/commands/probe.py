@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from overmem_tui.options import RunArg
+
+
+def probe(
+    run: RunArg = Path("."),
+    checkpoints: Annotated[str, typer.Option("--checkpoints", help="Names, or recommended/latest.")] = "recommended,latest",
+    probes: Annotated[str, typer.Option("--probes", help="robustness,diversity,calibration,mia,ood")] = "robustness,diversity,calibration,mia,ood",
+    n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per query (diversity, calibration).")] = 5,
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    ood: Annotated[Optional[list[str]], typer.Option("--ood", help="NAME=PATH (file, hub id or preset); repeatable.")] = None,
+    reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification model for Best-of-N.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="hf, vllm, or auto.")] = "auto",
+    limit: Annotated[int, typer.Option("--limit", help="Queries per probe.")] = 100,
+    mia_size: Annotated[int, typer.Option("--mia-size", help="Members and non-members each (default 500).")] = 500,
+    bins: Annotated[int, typer.Option("--bins", help="ECE bins.")] = 10,
+    min_k: Annotated[float, typer.Option("--min-k", help="k for Min-K% and Min-K%++.")] = 0.2,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
+    from core.errors import UsageError
+    from core.probes.compare import probe_json, probe_rows
+    from core.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
+    from core.rundir import load_run
+    from overmem_tui.options import csv_list
+
+    sets = {}
+    for item in ood or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--ood expects NAME=PATH, got {item!r}")
+        sets[name] = path
+    if n_samples < 1 or not 0 < min_k <= 1 or bins < 1 or limit < 1:
+        raise UsageError("--n-samples, --bins and --limit must be at least 1 and --min-k in (0, 1]")
+    options = ProbeOptions(probes=tuple(csv_list(probes)), n_samples=n_samples, temperature=temperature, ood=sets,
+                           reward_model=reward_model, backend=backend, limit=limit, mia_size=mia_size, ece_bins=bins,
+                           min_k=min_k, max_new_tokens=max_new_tokens)
+    from overmem_tui.progress import console
+
+    runner = ProbeRunner(run, options, on_event=lambda text: console.print(f"[dim]probing {text}[/]"))
+    names = resolve_checkpoints(runner.run, csv_list(checkpoints))
+    runner.run_probes(names)
+    result = load_run(run)
+    if json_out:
+        typer.echo(json.dumps({"run": str(result.path), "checkpoints": names, "probes": probe_json(result, names)},
+                              indent=2))
+        return
+    from rich.console import Console
+
+    from overmem_tui.render_probes import probe_table
+
+    Console().print(probe_table(probe_rows(result, names), names, f"probes on {result.name}"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(probe)

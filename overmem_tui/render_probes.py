@@ -1,0 +1,26 @@
+"""The probe comparison as a Rich table (CLI, watch's probe view, nothing else)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from core.probes.compare import ProbeRow
+
+
+def probe_table(rows: list[ProbeRow], names: list[str], title: str = "probes") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("probe")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("better")
+    for row in rows:
+        best = row.best()
+        cells = []
+        for name in names:
+            value = row.values.get(name)
+            text = "-" if value is None else f"{value:.4g}"
+            cells.append(Text(text, style="bold green" if name == best else ""))
+        table.add_row(row.probe, row.metric, *cells, row.better or "")
+    return table

@@ -1,0 +1,68 @@
+"""Export the selected checkpoint: record the choice in the run and copy it to a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label
+
+
+class ExportScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, run_path: str, name: str) -> None:
+        super().__init__()
+        self.run_path = run_path
+        self.checkpoint = name
+
+    def compose(self) -> ComposeResult:
+        default = str(Path(self.run_path).parent / f"{Path(self.run_path).name}-{self.checkpoint}")
+        with Vertical(classes="dialog"):
+            yield Label(f"export {self.checkpoint} (same as overmem select RUN {self.checkpoint} --export DIR)")
+            yield Input(default, id="folder")
+            yield Checkbox("symlink instead of copying", id="link")
+            yield Label("", id="export-status")
+            with Horizontal(classes="buttons"):
+                yield Button("export", variant="primary", id="go")
+                yield Button("cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "go":
+            self.start()
+        else:
+            self.action_cancel()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.start()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def start(self) -> None:
+        self.query_one("#go", Button).disabled = True
+        self.export(self.query_one("#folder", Input).value, self.query_one("#link", Checkbox).value)
+
+    @work(thread=True, exclusive=True)
+    def export(self, folder: str, link: bool) -> None:
+        from core.errors import OvermemError
+        from core.selection import select_checkpoint
+
+        try:
+            target = select_checkpoint(self.run_path, self.checkpoint, folder, link=link)
+        except (OvermemError, OSError) as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        self.app.call_from_thread(self._done, str(target))
+
+    def _failed(self, message: str) -> None:
+        self.query_one("#export-status", Label).update(f"[red]{message}[/]")
+        self.query_one("#go", Button).disabled = False
+
+    def _done(self, target: str) -> None:
+        self.app.notify(f"selected {self.checkpoint}, exported to {target}")
+        self.dismiss(target)

@@ -1,0 +1,172 @@
+"""What the watch screen shows, as one frozen snapshot, and pure builders over it.
+
+The screen holds exactly one WatchState; every change (new records, a key)
+replaces it. Builders here turn it into plots, table rows and texts; they touch
+no widget and no file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from core.history import Row
+from core.phases import Thresholds
+from core.rundir.records import Run
+from core.summary import Summary, summarize
+from overmem_tui.plotting import Band, Plot, Series, series_style
+from overmem_tui.theme import MERGE_MARK, RECOMMENDED_MARK
+
+SORTS = ("epoch", "ppl", "acc", "phase")
+
+
+@dataclass(frozen=True)
+class RunView:
+    run: Run
+    summary: Summary | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WatchState:
+    paths: tuple[str, ...]
+    views: tuple[RunView | None, ...]
+    active: int = 0
+    split: str | None = None
+    thresholds: Thresholds = Thresholds()
+    log_scale: bool = False
+    marked: frozenset = field(default_factory=frozenset)
+    sort: str = "epoch"
+
+    @property
+    def view(self) -> RunView | None:
+        return self.views[self.active] if self.views else None
+
+    @property
+    def summary(self) -> Summary | None:
+        view = self.view
+        return view.summary if view else None
+
+    def with_run(self, index: int, run: Run) -> "WatchState":
+        views = list(self.views)
+        views[index] = make_view(run, self.split if index == self.active else None, self.thresholds)
+        return replace(self, views=tuple(views))
+
+    def recompute(self, **changes) -> "WatchState":
+        """Apply changes (split, thresholds...) and recompute every summary from its run."""
+        state = replace(self, **changes)
+        views = tuple(
+            make_view(v.run, state.split if i == state.active else None, state.thresholds) if v else None
+            for i, v in enumerate(state.views)
+        )
+        return replace(state, views=views)
+
+
+def make_view(run: Run, split: str | None, thresholds: Thresholds) -> RunView:
+    from core.errors import OvermemError
+
+    try:
+        return RunView(run, summarize(run, split, thresholds))
+    except OvermemError as exc:
+        try:
+            return RunView(run, summarize(run, None, thresholds), error=str(exc))
+        except OvermemError as exc2:
+            return RunView(run, None, error=str(exc2))
+
+
+def phase_of(summary: Summary, name: str) -> str:
+    verdict = summary.advice.phases.of(name)
+    return verdict.phase.value if verdict else "unknown"
+
+
+def x_of(row: Row) -> float | None:
+    ckpt = row.checkpoint
+    if ckpt.epoch is not None:
+        return float(ckpt.epoch)
+    if ckpt.step is not None:
+        return float(ckpt.step)
+    return None
+
+
+def plots(summary: Summary, log_scale: bool, cursor: str | None = None) -> tuple[Plot, Plot]:
+    """The perplexity and the accuracy panels over the trajectory (merges are not on it)."""
+    rows = [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
+    uses_steps = all(r.checkpoint.epoch is None for r in rows) and bool(rows)
+    advice = summary.advice
+    bands = tuple(Band(x_of(r), phase_of(summary, r.name)) for r in rows)
+    markers = []
+    for r in rows:
+        if r.name == advice.recommended:
+            markers.append((x_of(r), RECOMMENDED_MARK))
+        elif advice.merge and r.name in advice.merge:
+            markers.append((x_of(r), MERGE_MARK))
+    cursor_x = next((x_of(r) for r in rows if r.name == cursor), None)
+    ppl_series, acc_series = [], []
+    for i, split in enumerate(summary.splits):
+        style, mark = series_style(split, i)
+        ppl = tuple((x_of(r), r.get(split).ppl) for r in rows if r.get(split).ppl is not None)
+        acc = tuple((x_of(r), r.get(split).acc * 100) for r in rows if r.get(split).acc is not None)
+        if ppl:
+            ppl_series.append(Series(split, ppl, style, mark))
+        if acc:
+            acc_series.append(Series(split, acc, style, mark))
+    aggregates = sorted({r.get(s).ppl_aggregate for r in rows for s in summary.splits if r.get(s).ppl_aggregate})
+    agg = "/".join(aggregates) or "mean"
+    extra = {"x_label": "step" if uses_steps else "epoch"}
+    ppl_plot = Plot(f"perplexity ({agg} ppl{', log scale' if log_scale else ''})", tuple(ppl_series), bands,
+                    log_y=log_scale, markers=tuple(markers), cursor_x=cursor_x, y_format="{:.4g}", extra=extra)
+    acc_plot = Plot("accuracy %", tuple(acc_series), bands, markers=tuple(markers), cursor_x=cursor_x,
+                    y_format="{:.1f}", extra=extra)
+    return ppl_plot, acc_plot
+
+
+def sorted_rows(summary: Summary, sort: str) -> list[Row]:
+    rows = list(summary.rows)
+    split = summary.split
+    if sort == "ppl" and split:
+        rows.sort(key=lambda r: (r.get(split).ppl is None, r.get(split).ppl or 0))
+    elif sort == "acc" and split:
+        rows.sort(key=lambda r: (r.get(split).acc is None, -(r.get(split).acc or 0)))
+    elif sort == "phase":
+        order = {"yellow": 0, "purple": 1, "overfit": 2, "black": 3, "unknown": 4}
+        rows.sort(key=lambda r: order.get(phase_of(summary, r.name), 5))
+    return rows
+
+
+def age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def status_line(view: RunView | None, now: float | None = None) -> str:
+    """Training and evaluation progress, and the state of the files."""
+    if view is None:
+        return "loading..."
+    now = now or time.time()
+    run = view.run
+    parts = [f"{run.name} [{run.status or '?'}]"]
+    if run.train_logs:
+        last = run.train_logs[-1]
+        total = f"/{last.total_steps}" if last.total_steps else ""
+        parts.append(f"train step {last.step}{total} epoch {last.epoch:.2f} loss {last.loss:.4f} "
+                     f"({age(now - last.time)} ago)" if last.time else
+                     f"train step {last.step}{total} epoch {last.epoch:.2f} loss {last.loss:.4f}")
+    if view.summary:
+        saved = [r for r in view.summary.rows if r.checkpoint.path is not None or r.checkpoint.kind == "base"]
+        done = [r for r in saved if any(v.ppl is not None or v.acc is not None for v in r.splits.values())]
+        parts.append(f"evaluated {len(done)}/{len(saved)} checkpoints")
+    claims = run.path / "claims"
+    if claims.is_dir():
+        busy = sorted(p.stem for p in claims.glob("*.json"))
+        if busy:
+            parts.append(f"evaluating {', '.join(busy)}")
+    if run.torn_tail:
+        parts.append("metrics.jsonl: waiting for a line to complete")
+    if view.error:
+        parts.append(f"! {view.error}")
+    elif run.problems:
+        parts.append(f"! {run.problems[0]}")
+    return "  ·  ".join(parts)

@@ -1,0 +1,75 @@
+"""The newcomer path end to end: demo (reduced), recommendation, merge, report."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from core.demo import DemoSettings, outcome, prepare, run_demo
+from core.report import write_report
+from core.rundir import load_run
+from core.summary import summarize
+from overmem_tui.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo preset with fewer epochs and evaluation rows (same model, data and lr)."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    settings = DemoSettings(out=out, epochs=24, eval_size=60)
+    prepare(settings)
+    progress = run_demo(settings)
+    assert progress.done and progress.error is None
+    return out
+
+
+def test_demo_shows_the_three_phases_and_a_merge(demo_run):
+    run = load_run(demo_run, strict=True)
+    assert run.status == "finished"
+    trained = [c.name for c in run.checkpoints if c.on_trajectory]
+    assert trained == [f"ep{i}" for i in range(25)]
+    evaluated = {(m.checkpoint, m.split) for m in run.metrics if m.metric == "acc"}
+    assert all((name, split) in evaluated for name in trained for split in ("train", "val", "test"))
+    summary = summarize(run)
+    phases = {v.name: v.phase.value for v in summary.advice.phases.verdicts}
+    assert {"black", "yellow", "purple"} <= set(phases.values()), phases
+    assert phases["ep0"] == "black"
+    assert phases[summary.advice.recommended] != "purple"
+    merges = [c for c in run.checkpoints if c.kind == "merge"]
+    assert len(merges) == 1 and merges[0].parents == summary.advice.merge
+    merged = next(r for r in summary.rows if r.name == merges[0].name)
+    assert merged.get("test").ppl is not None and merged.get("test").acc is not None
+    latest = next(r for r in summary.rows if r.name == trained[-1])
+    assert merged.get("test").ppl < latest.get("test").ppl
+    _, lines = outcome(demo_run, merges[0].name)
+    assert lines and merges[0].name in lines[0]
+
+
+def test_report_png_and_markdown(demo_run, tmp_path):
+    summary = summarize(load_run(demo_run))
+    png, = write_report(summary, tmp_path / "fig.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (1000, 960)  # 10 x 3.2 in per split (3 splits) at 100 dpi
+    md, md_png = write_report(summary, tmp_path / "report.md")
+    text = md.read_text()
+    assert f"## Recommendation: {summary.advice.recommended}" in text and md_png.is_file()
+    assert "## Merge" in text and "![" in text
+    html, = write_report(summary, tmp_path / "report.html")
+    assert "<img" in html.read_text()
+    result = CliRunner().invoke(app, ["report", str(demo_run), "--out", str(tmp_path / "r.svg")])
+    assert result.exit_code == 0 and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml")
+    bad = CliRunner().invoke(app, ["report", str(demo_run), "--out", str(tmp_path / "r.pdf")])
+    assert bad.exit_code == 2 and "--out must end with" in bad.stderr
+
+
+def test_demo_refuses_to_overwrite(tmp_path):
+    (tmp_path / "taken").mkdir()
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "taken"), "--no-watch"])
+    assert result.exit_code == 2 and "exists (use --force" in result.stderr

@@ -1,0 +1,250 @@
+"""The evaluation engine: exact perplexity, generation, idempotence, claims, follow, callback."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from core.data.encoding import encode, encode_prompt
+from core.evaluation import perplexity
+from core.evaluation.runner import EvalOptions, Evaluator
+from core.models.loading import load_model, load_tokenizer, resolve_base
+from core.rundir import RunDir, load_run
+from core.training.setup import DataOptions, build_config
+from core.training.trainer import train
+from tests.helpers import ROOT, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    base = resolve_base("tiny")
+    return load_model(base), load_tokenizer(base)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A 2-epoch LoRA run on the tiny model (no evaluation yet)."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    cfg = build_config(model="tiny", data=DataOptions("synthetic-math", train_size=16, eval_size=6), out=str(out),
+                       method="lora", r=8, alpha=16, epochs=2, batch_size=8, micro_batch_size=8, lr=2e-3,
+                       max_len=256)
+    train(cfg)
+    return out
+
+
+ROWS = [
+    {"query": "Tom has 4 apples . How many apples does Tom have now ?", "response": "Tom has 4 apples . #### 4"},
+    {"query": "Mia has 3 pens .", "response": "So she holds 3 pens . That makes 3 . #### 3"},
+    {"query": "Ben has 7 cards . He gives 2 away . How many cards does Ben have now ?",
+     "response": "7 - 2 = 5 . #### 5"},
+]
+
+
+def test_perplexity_matches_a_straightforward_loop(tiny):
+    model, tok = tiny
+    encoded = [encode(tok, r["query"], r["response"]) for r in ROWS]
+    got = perplexity.score(model, encoded, tok.pad_token_id, batch_size=2)
+    model.eval()
+    for e, s in zip(encoded, got):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits[0]
+        logp = torch.log_softmax(logits.double(), -1)
+        nll = -sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.n_prompt, len(e.input_ids)))
+        assert s.n_tokens == e.n_response
+        assert s.nll_sum == pytest.approx(nll, abs=1e-5)
+    ppls = [math.exp(s.nll_sum / s.n_tokens) for s in got]
+    agg = perplexity.aggregates(got)
+    assert agg["mean"] == pytest.approx(sum(ppls) / 3, rel=1e-9)
+    assert agg["median"] == pytest.approx(statistics.median(ppls), rel=1e-9)
+    tokens = sum(s.n_tokens for s in got)
+    assert agg["token"] == pytest.approx(math.exp(sum(s.nll_sum for s in got) / tokens), rel=1e-9)
+
+
+def test_batched_generation_equals_one_by_one(tiny):
+    from core.evaluation.hf_generate import generate
+
+    model, tok = tiny
+    prompts = [encode_prompt(tok, r["query"]) for r in ROWS]
+    batched = generate(model, tok, prompts, max_new_tokens=24, batch_size=3)
+    single = [generate(model, tok, [p], max_new_tokens=24, batch_size=1)[0] for p in prompts]
+    assert batched == single
+    assert all(len(g) <= 24 for g in batched)
+
+
+def test_evaluator_covers_every_checkpoint_once(trained_run):
+    events = []
+    ev = Evaluator(trained_run, EvalOptions(backend="hf", max_new_tokens=48, limit=4), on_event=events.append)
+    assert ev.evaluate_pending() == 3  # ep0 (the base), ep1, ep2
+    run = load_run(trained_run, strict=True)
+    keys = [(m.checkpoint, m.split, m.metric, m.aggregate) for m in run.metrics]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 4  # 3 ckpts x 3 splits x (3 ppl aggregates + acc)
+    assert {m.n for m in run.metrics} == {4}
+    rd = RunDir(trained_run)
+    ppl_rows = rd.read_sidecar("ep1", "test", "ppl")
+    assert [r["idx"] for r in ppl_rows] == [0, 1, 2, 3] and all(r["n_tokens"] > 0 for r in ppl_rows)
+    gen_rows = rd.read_sidecar("ep1", "test", "gen")
+    assert set(gen_rows[0]) == {"idx", "generation", "extracted", "gold", "correct"}
+    split_rows = read_jsonl(trained_run / "samples" / "_splits" / "test.rows.jsonl")
+    assert len(split_rows) == 6 and split_rows[0]["answer"] == gen_rows[0]["gold"]
+    acc = {m.checkpoint: m.value for m in run.metrics if m.metric == "acc" and m.split == "test"}
+    assert acc["ep0"] == 0.0  # the base never writes "####"
+    # idempotent: nothing left; --force recomputes
+    assert Evaluator(trained_run, EvalOptions(backend="hf", limit=4)).evaluate_pending() == 0
+    forced = Evaluator(trained_run, EvalOptions(backend="hf", limit=4, checkpoints=("ep1",), force=True,
+                                                metrics=("ppl",)))
+    assert forced.evaluate_pending() == 1
+    again = load_run(trained_run)
+    assert sum(1 for m in again.metrics if m.checkpoint == "ep1" and m.metric == "ppl") == 3 * 3 * 2
+    assert any(e.kind == "progress" and e.part == "gen" for e in events)
+
+
+def test_claims_keep_two_evaluators_apart(trained_run, tmp_path):
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(trained_run, work, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
+    rd = RunDir(work)
+    assert rd.try_claim("ep1")  # another live evaluator (this process) holds ep1
+    ev = Evaluator(work, EvalOptions(backend="hf", limit=2, max_new_tokens=8, metrics=("ppl",)))
+    assert ev.evaluate_pending() == 2
+    assert {m.checkpoint for m in load_run(work).metrics} == {"ep0", "ep2"}
+    rd.release_claim("ep1")
+    # two evaluator processes at once: each checkpoint evaluated exactly once
+    procs = [subprocess.Popen([sys.executable, "-m", "overmem_tui.cli", "eval", str(work), "--backend", "hf",
+                               "--limit", "2", "--max-new-tokens", "8", "--metrics", "ppl"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
+    keys = [(m.checkpoint, m.split, m.aggregate) for m in load_run(work).metrics]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 3
+    assert not list((work / "claims").iterdir())
+
+
+def test_claim_is_released_on_failure(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(trained_run, work, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
+    ev = Evaluator(work, EvalOptions(backend="hf", limit=2, checkpoints=("ep1",), metrics=("ppl",)))
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(perplexity, "score", boom)
+    with pytest.raises(RuntimeError):
+        ev.evaluate_pending()
+    assert not (work / "claims" / "ep1.json").exists()
+
+
+def test_follow_evaluates_a_concurrently_writing_trainer(tmp_path):
+    out = tmp_path / "live"
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from core.training.setup import DataOptions, build_config\n"
+        "from core.training.trainer import train\n"
+        "train(build_config(model='tiny', data=DataOptions('synthetic-math', train_size=16, eval_size=4), out=%r,"
+        " method='lora', r=8, alpha=16, epochs=3, batch_size=8, micro_batch_size=8, lr=2e-3, max_len=256))\n"
+    ) % (str(ROOT), str(out))
+    trainer = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "run.json").exists():
+        assert time.time() < deadline and trainer.poll() is None, trainer.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    seen = []
+    ev = Evaluator(out, EvalOptions(backend="hf", limit=3, max_new_tokens=8),
+                   on_event=lambda e: e.kind == "start" and seen.append(e.checkpoint))
+    done = ev.follow(interval=0.2)
+    assert trainer.wait(timeout=300) == 0
+    assert done == 4 and seen == ["ep0", "ep1", "ep2", "ep3"]  # in order, each once
+    run = load_run(out, strict=True)
+    assert run.status == "finished"
+    keys = [(m.checkpoint, m.split, m.metric, m.aggregate) for m in run.metrics]
+    assert len(keys) == len(set(keys)) == 4 * 3 * 4
+
+
+def test_train_eval_flag_evaluates_in_process(tmp_path):
+    from core.evaluation.inprocess import evaluate_after_checkpoint
+
+    out = tmp_path / "run"
+    cfg = build_config(model="tiny", data=DataOptions("synthetic-math", train_size=8, eval_size=3), out=str(out),
+                       method="lora", r=8, alpha=16, epochs=1, batch_size=8, micro_batch_size=8, max_len=256,
+                       eval_options={"max_new_tokens": 8})
+    train(cfg, after_checkpoint=evaluate_after_checkpoint)
+    run = load_run(out)
+    assert {m.checkpoint for m in run.metrics} == {"ep0", "ep1"}
+    # the in-process numbers equal a fresh evaluation from disk
+    fresh = tmp_path / "fresh"
+    import shutil
+
+    shutil.copytree(out, fresh, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
+    Evaluator(fresh, EvalOptions(backend="hf", max_new_tokens=8)).evaluate_pending()
+    a = {(m.checkpoint, m.split, m.metric, m.aggregate): m.value for m in run.metrics}
+    b = {(m.checkpoint, m.split, m.metric, m.aggregate): m.value for m in load_run(fresh).metrics}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-4), k
+
+
+def test_eval_cli_errors(trained_run):
+    from typer.testing import CliRunner
+
+    from overmem_tui.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", str(trained_run), "--splits", "gsm8k"])
+    assert r.exit_code == 2 and "not defined for this run" in r.stderr
+    r = runner.invoke(app, ["eval", str(trained_run), "--backend", "tpu"])
+    assert r.exit_code == 2 and "--backend must be one of" in r.stderr
+    r = runner.invoke(app, ["eval", str(trained_run), "--checkpoints", "ep9"])
+    assert r.exit_code == 2 and "no checkpoint(s) ep9" in r.stderr
+    r = runner.invoke(app, ["eval", str(trained_run), "--limit", "0"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_overmem_callback_on_a_real_trainer(tmp_path, toy_llama):
+    """OvermemCallback turns a plain transformers.Trainer run into an overmem run directory."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from core.evaluation.callback import OvermemCallback
+    from core.models.loading import resolve_base
+
+    base = resolve_base("tiny")
+    tok = load_tokenizer(base)
+    rows = [{"query": r["query"], "response": r["response"]} for r in ROWS]
+    enc = [encode(tok, r["query"], r["response"]) for r in rows * 4]
+    width = max(len(e.input_ids) for e in enc)
+    ds = Dataset.from_dict({
+        "input_ids": [list(e.input_ids) + [0] * (width - len(e.input_ids)) for e in enc],
+        "attention_mask": [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in enc],
+        "labels": [[-100] * e.n_prompt + list(e.input_ids[e.n_prompt:]) + [-100] * (width - len(e.input_ids))
+                   for e in enc],
+    })
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base["path"]),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    out = tmp_path / "overmem-run"
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), num_train_epochs=2, per_device_train_batch_size=4,
+                             learning_rate=1e-3, save_strategy="epoch", eval_strategy="epoch", logging_steps=1,
+                             report_to="none", use_cpu=True, disable_tqdm=True)
+    cb = OvermemCallback(out, tokenizer=tok, splits={"val": rows, "test": rows[:2]}, max_new_tokens=8)
+    Trainer(model=model, args=args, train_dataset=ds, eval_dataset=ds, callbacks=[cb]).train()
+    run = load_run(out, strict=True)
+    assert run.status == "finished"
+    assert [c.name for c in run.checkpoints] == ["ep0", "ep1", "ep2"]
+    assert (run.checkpoint("ep2").path / "adapter_model.safetensors").is_file()
+    assert not (run.checkpoint("ep2").path / "optimizer.pt").exists()
+    assert run.train_logs and run.train_logs[0].lr > 0
+    ours = {(m.checkpoint, m.split, m.metric, m.aggregate) for m in run.metrics}
+    assert ("ep1", "val", "ppl", "mean") in ours and ("ep2", "test", "acc", "mean") in ours
+    assert ("ep1", "val", "ppl", "token") in ours  # the Trainer's own eval_loss
+    # and `overmem eval` can continue on it (ep0, the base, is still missing)
+    assert Evaluator(out, EvalOptions(backend="hf", splits=("val",), max_new_tokens=8)).evaluate_pending() == 1
