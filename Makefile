@@ -37,7 +37,8 @@ $(TESTDEPS): $(BASE)
 install: $(BASE)
 
 demo: $(BASE)
-	@if [ -t 1 ]; then $(VENV)/bin/overmem demo; else $(VENV)/bin/overmem demo --no-watch; fi
+	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/overmem demo --out demo-run --force; \
+	else $(VENV)/bin/overmem demo --out demo-run --force --no-watch; fi
 
 test: $(TESTDEPS)
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -126,7 +126,7 @@ def _describe(p: Point, phases: Phases) -> str:
     text = f"{verdict.phase.value} ({verdict.phase.meaning})"
     if verdict.log_ratio is not None and phases.min_ppl is not None and p.ppl is not None:
         text += f": ppl {p.ppl:.4g} vs minimum {phases.min_ppl:.4g}, log-ppl {verdict.log_ratio:.2f}x"
-    if verdict.acc_gap:
+    if verdict.acc_gap and verdict.acc_gap >= 0.0005:
         text += f", {verdict.acc_gap * 100:.1f} points below the best accuracy"
     return text
 

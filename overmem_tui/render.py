@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -48,9 +49,13 @@ def phase_table(summary: Summary) -> Table:
     table = Table(
         title=f"{summary.run.name} · phases on {advice.split or '-'} · ppl = {agg_text} ppl",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
     )
-    table.add_column("checkpoint", no_wrap=True)
-    table.add_column("epoch", justify="right")
+    table.add_column("checkpoint", no_wrap=True, max_width=16, overflow="ellipsis")
+    table.add_column("epoch", justify="right", min_width=5, no_wrap=True)
     # Only columns that hold a value somewhere: an 80-column terminal has no room to spare.
     columns = [
         (split, kind)
@@ -59,20 +64,18 @@ def phase_table(summary: Summary) -> Table:
         if any(getattr(row.get(split), kind) is not None for row in summary.rows)
     ]
     for split, kind in columns:
-        table.add_column(f"{split} {'ppl' if kind == 'ppl' else 'acc%'}", justify="right")
+        table.add_column(f"{split}\n{'ppl' if kind == 'ppl' else 'acc%'}", justify="right", no_wrap=True, min_width=5)
     table.add_column("phase", no_wrap=True, min_width=9)
-    table.add_column("", no_wrap=True)
     for row in summary.rows:
         verdict = advice.phases.of(row.name)
-        cells = [row.name, fmt_epoch(row.checkpoint.epoch)]
+        marks = marks_for(summary, row.name)
+        # marks ride with the name: an 80-column terminal has no room for a column of their own
+        cells = [Text(row.name) + Text(f" {marks}" if marks else "", style="bold"), fmt_epoch(row.checkpoint.epoch)]
         for split, kind in columns:
             values = row.get(split)
             cells.append(fmt_ppl(values.ppl) if kind == "ppl" else fmt_acc(values.acc))
         style = "bold" if advice.recommended == row.name else ""
-        table.add_row(
-            *cells, phase_badge(verdict.phase.value if verdict else None), marks_for(summary, row.name),
-            style=style,
-        )
+        table.add_row(*cells, phase_badge(verdict.phase.value if verdict else None), style=style)
     return table
 
 

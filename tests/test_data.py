@@ -30,14 +30,33 @@ def test_synthetic_references_use_another_path_than_training():
     ref = synthetic.generate(0, "train", 0, 100, "reference")
     assert [r["query"] for r in train] == [r["query"] for r in ref]
     assert sum(a["response"] != b["response"] for a, b in zip(train, ref)) > 60
-    assert all(r["response"].endswith(f"#### {r['answer']}") for r in train)
+    assert all(r["response"].endswith(f"#### The result is {r['answer']} .") for r in train)
 
 
 def test_pretraining_format_never_shows_the_finetuning_format():
     import random
 
-    text = synthetic.pretrain_text(synthetic.problem(0, "pretrain", 3), random.Random(0))
+    text = synthetic.pretrain_text(synthetic.problem(0, "pretrain", 3, style=synthetic.BROAD), random.Random(0))
     assert "####" not in text and "### Instruction" not in text and text.startswith("Question :")
+
+
+def test_finetuning_wording_is_narrower_than_pretraining():
+    import random
+
+    def words(style):
+        out = set()
+        for i in range(300):
+            for path in synthetic.problem(0, "x", i, style=style).paths:
+                out |= set(path.split())
+        return out
+
+    narrow, broad = words(synthetic.NARROW), words(synthetic.BROAD)
+    assert narrow < broad and {"Therefore", "owns"} <= broad - narrow
+    # the shipped tokenizer covers every word either style can emit
+    from core.models.loading import load_tokenizer, resolve_base
+
+    vocab = load_tokenizer(resolve_base("tiny")).get_vocab()
+    assert broad <= set(vocab)
 
 
 def test_default_splits_are_disjoint_and_recorded(tmp_path):

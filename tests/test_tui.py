@@ -157,3 +157,77 @@ async def test_export_key(paper_run, tmp_path):
         await pilot.press("enter")
         await settle(pilot, lambda: (tmp_path / "chosen" / "adapter_model.safetensors").exists())
     assert json.loads((paper_run / "selection.json").read_text())["checkpoint"] == "ep5"
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    from core.evaluation.runner import EvalOptions, Evaluator
+    from core.training.setup import DataOptions, build_config
+    from core.training.trainer import train
+
+    out = tmp_path_factory.mktemp("tui") / "run"
+    train(build_config(model="tiny", data=DataOptions("synthetic-math", train_size=8, eval_size=3), out=str(out),
+                       method="lora", r=8, alpha=16, epochs=2, batch_size=8, micro_batch_size=8, max_len=256))
+    Evaluator(out, EvalOptions(backend="hf", max_new_tokens=8, metrics=("ppl",))).evaluate_pending()
+    return out
+
+
+async def test_merge_key_runs_the_real_merge(lora_run):
+    from core.rundir import load_run
+
+    app = make_app([lora_run], poll_interval=0.05, clock=FIXED_CLOCK)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: loaded(app))
+        screen = app.watch_screen
+        await pilot.press("m")  # nothing marked: a warning, no dialog
+        assert app.screen is screen
+        await pilot.press("down", "space", "down", "space")
+        assert screen.state.marked == {"ep1", "ep2"}
+        await pilot.press("m")
+        assert app.screen.__class__.__name__ == "MergeScreen"
+        assert app.screen.query_one("#weights").value == "0.5,0.5"
+        await pilot.press("enter")
+        await settle(pilot, lambda: "merge-ep1+ep2" in table_names(app), timeout=30)
+    merged = load_run(lora_run).checkpoint("merge-ep1+ep2")
+    assert merged.kind == "merge" and (merged.path / "adapter_model.safetensors").is_file()
+
+
+async def test_probe_view_key(paper_run):
+    from core.rundir import Metric, RunDir
+
+    RunDir(paper_run).append([Metric("ep5", "mia", "auroc_loss", 0.55, "", 1000, probe="mia"),
+                              Metric("ep10", "mia", "auroc_loss", 0.72, "", 1000, probe="mia")])
+    app = make_app([paper_run], poll_interval=0.05, clock=FIXED_CLOCK)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: loaded(app))
+        screen = app.watch_screen
+        screen.state = type(screen.state)(**{**screen.state.__dict__, "marked": frozenset({"ep5", "ep10"})})
+        await pilot.press("v")
+        assert app.screen.__class__.__name__ == "ProbeScreen"
+        assert app.screen.names == ["ep10", "ep5"]
+
+
+GOLDEN = __import__("tests.conftest", fromlist=["DATA"]).DATA / "paper_run"
+
+
+def _snapshot_app():
+    return make_app([GOLDEN], poll_interval=0.05, clock=FIXED_CLOCK)
+
+
+async def _wait_loaded(pilot):
+    await settle(pilot, lambda: loaded(pilot.app))
+    await pilot.pause(0.2)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48)])
+def test_snapshot_main_screen(snap_compare, size):
+    assert snap_compare(_snapshot_app(), terminal_size=size, run_before=_wait_loaded)
+
+
+def test_snapshot_help_screen(snap_compare):
+    async def open_help(pilot):
+        await _wait_loaded(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_snapshot_app(), terminal_size=(100, 32), run_before=open_help)

@@ -87,6 +87,8 @@ class VllmGreedy:
 class Evaluator:
     def __init__(self, run_path: str | Path, options: EvalOptions = EvalOptions(), *,
                  on_event: Callable[[EvalEvent], None] | None = None, models=None) -> None:
+        if options.backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
         self.rundir = RunDir(run_path)
         self.reader = RunReader(run_path)
         self.options = options
@@ -128,8 +130,6 @@ class Evaluator:
     def generator(self):
         if self._generator is None:
             backend = self.options.backend
-            if backend not in BACKENDS:
-                raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
             from core.evaluation import vllm_backend
 
             use_vllm = backend == "vllm" or (backend == "auto" and vllm_backend.available()
@@ -170,7 +170,9 @@ class Evaluator:
 
     # -- what is left ---------------------------------------------------------------
     def todo(self, run: Run) -> list[tuple[CheckpointInfo, list[tuple[str, str]]]]:
-        done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None}
+        # overmem's own records (aggregate "mean"); an HF Trainer's eval_loss (token ppl) or
+        # accuracy logged through OvermemCallback does not count as evaluated
+        done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None and m.aggregate == "mean"}
         chosen = run.checkpoints
         if self.options.checkpoints is not None:
             names = {c.name for c in run.checkpoints}

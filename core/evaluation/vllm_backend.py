@@ -56,6 +56,17 @@ def unservable_reason(path: Path) -> str | None:
     return None
 
 
+def _position_limit(base: dict) -> int | None:
+    """The model's own context length (vLLM refuses a larger max_model_len)."""
+    import json
+
+    path = base.get("path")
+    try:
+        return int(json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def lora_rank_limit(ranks: list[int]) -> int:
     need = max(ranks or [8])
     return next(r for r in VLLM_LORA_RANKS if r >= need)
@@ -72,7 +83,7 @@ class VllmGenerator:
             raise BackendUnavailable("vLLM backend: GGUF bases are evaluated with the hf backend")
         self.base = base
         self.max_lora_rank = max_lora_rank
-        self.max_model_len = max_model_len
+        self.max_model_len = min(max_model_len, _position_limit(base) or max_model_len)
         self.dtype = dtype or ("bfloat16" if _cuda() else "float32")
         self.seed = seed
         self.gpu_memory_utilization = gpu_memory_utilization

@@ -28,8 +28,9 @@ class Progress:
     checkpoint: str
 
 
-def staging_dir(state_dir: Path) -> Path:
-    return temp_sibling(state_dir, "staging")
+def staging_dir(state_dir: Path, step: int) -> Path:
+    """Where every process writes its part of the next state (the same name on all ranks)."""
+    return state_dir.with_name(f".{state_dir.name}.staging-{step}")
 
 
 def save_rng(folder: Path, rank: int) -> None:

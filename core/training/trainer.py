@@ -196,7 +196,7 @@ class Training:
         if self.initial is not None:
             extra.update(converted_from=self.cfg.method.name, init_adapter="init_adapter")
         info = CheckpointInfo(name, kind, epoch=epoch, step=global_step, extra=extra)
-        staging = resume_state.staging_dir(rd.state)
+        staging = resume_state.staging_dir(rd.state, global_step)
         if d.main:
             # force: a killed run may have left this checkpoint without its state
             with rd.stage_checkpoint(info, force=self.resume) as folder:

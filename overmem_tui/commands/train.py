@@ -73,9 +73,12 @@ def train(
         from core.evaluation.inprocess import evaluate_after_checkpoint
 
         after = evaluate_after_checkpoint
+    import os
+
     with TrainDisplay() as display:
         path = run_training(cfg, resume=resume, on_event=display, after_checkpoint=after)
-    typer.echo(f"run: {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate, rank 0 speaks
+        typer.echo(f"run: {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -159,22 +159,24 @@ class WatchScreen(Screen):
         table.add_column("", key="mark", width=2)
         table.add_column("checkpoint", key="name")
         table.add_column("epoch", key="epoch")
-        for split in summary.splits:
-            table.add_column(f"{split} ppl", key=f"{split}-ppl")
-            table.add_column(f"{split} acc%", key=f"{split}-acc")
+        # phase first so it stays visible at 80 columns; only metric columns that hold a value
         table.add_column("phase", key="phase", width=9)
-        table.add_column("", key="marks")
+        table.add_column("", key="marks", width=3)
+        columns = [(split, kind) for split in summary.splits for kind in ("ppl", "acc")
+                   if any(getattr(r.get(split), kind) is not None for r in summary.rows)]
+        for split, kind in columns:
+            table.add_column(f"{split} {'ppl' if kind == 'ppl' else 'acc%'}", key=f"{split}-{kind}")
         recommended = summary.advice.recommended
         for row in sorted_rows(summary, self.state.sort):
             style = "bold #ffd700" if row.name == recommended else ""
             cells = [Text(MARKED if row.name in self.state.marked else ""), Text(row.name, style=style),
-                     Text(fmt_epoch(row.checkpoint.epoch), justify="right")]
-            for split in summary.splits:
+                     Text(fmt_epoch(row.checkpoint.epoch), justify="right"),
+                     phase_badge(phase_of(summary, row.name)),
+                     Text(marks_for(summary, row.name), style="bold #ffd700")]
+            for split, kind in columns:
                 values = row.get(split)
-                cells.append(Text(fmt_ppl(values.ppl), justify="right", style=style))
-                cells.append(Text(fmt_acc(values.acc), justify="right", style=style))
-            cells.append(phase_badge(phase_of(summary, row.name)))
-            cells.append(Text(marks_for(summary, row.name), style="bold #ffd700"))
+                text = fmt_ppl(values.ppl) if kind == "ppl" else fmt_acc(values.acc)
+                cells.append(Text(text, justify="right", style=style))
             table.add_row(*cells, key=row.name)
         if keep is not None and keep in {r.name for r in summary.rows}:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
@@ -200,6 +202,10 @@ class WatchScreen(Screen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if self.state and self.state.summary:
             self._show_plots()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # the focused table takes enter for itself; its RowSelected opens the detail screen
+        self.action_detail()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         key = str(event.column_key.value)
