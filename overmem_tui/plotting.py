@@ -46,6 +46,7 @@ class Plot:
     markers: tuple[tuple[float, str], ...] = ()  # (x, symbol) drawn on the top row
     cursor_x: float | None = None
     y_format: str = "{:.3g}"
+    y_range: tuple[float, float] | None = None  # fixed limits; points outside sit on the edge
     extra: dict = field(default_factory=dict)
 
 
@@ -55,16 +56,16 @@ def series_style(name: str, index: int) -> tuple[str, str]:
     return FALLBACK_STYLES[index % len(FALLBACK_STYLES)], "◆"
 
 
-def _scale(values: list[float], log: bool) -> tuple[float, float]:
+def _scale(values: list[float], log: bool, pad: float = 0.05) -> tuple[float, float]:
     vals = [math.log(v) if log else v for v in values if v is not None and (v > 0 or not log)]
     if not vals:
         return 0.0, 1.0
     lo, hi = min(vals), max(vals)
     if hi - lo < 1e-12:
-        pad = abs(hi) * 0.05 or 0.5
-        return lo - pad, hi + pad
-    pad = (hi - lo) * 0.05
-    return lo - pad, hi + pad
+        margin = abs(hi) * 0.05 or 0.5
+        return lo - margin, hi + margin
+    margin = (hi - lo) * pad
+    return lo - margin, hi + margin
 
 
 class PlotRenderable:
@@ -89,7 +90,7 @@ def render_lines(plot: Plot, width: int, height: int) -> list[list[Segment]]:
     x_lo, x_hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
     if x_hi - x_lo < 1e-12:
         x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
-    y_lo, y_hi = _scale(ys, plot.log_y)
+    y_lo, y_hi = _scale(list(plot.y_range), plot.log_y, pad=0.0) if plot.y_range else _scale(ys, plot.log_y)
 
     def col(x: float) -> int:
         return min(plot_w - 1, max(0, round((x - x_lo) / (x_hi - x_lo) * (plot_w - 1))))

@@ -113,10 +113,15 @@ def plots(summary: Summary, log_scale: bool, cursor: str | None = None) -> tuple
     aggregates = sorted({r.get(s).ppl_aggregate for r in rows for s in summary.splits if r.get(s).ppl_aggregate})
     agg = "/".join(aggregates) or "mean"
     extra = {"x_label": "step" if uses_steps else "epoch"}
+    # the base model's ppl is often several times the rest; scaling to it would flatten the
+    # rise that matters, so the range follows the finetuned checkpoints (the base sits on the edge)
+    tuned = [y for s in ppl_series for x, y in s.points if x > min(x0 for x0, _ in s.points)]
+    ppl_range = (min(tuned) * 0.99, max(tuned) * 1.01) if len(tuned) >= 2 else None
     ppl_plot = Plot(f"perplexity ({agg} ppl{', log scale' if log_scale else ''})", tuple(ppl_series), bands,
-                    log_y=log_scale, markers=tuple(markers), cursor_x=cursor_x, y_format="{:.4g}", extra=extra)
+                    log_y=log_scale, markers=tuple(markers), cursor_x=cursor_x, y_format="{:.4g}",
+                    y_range=ppl_range, extra=extra)
     acc_plot = Plot("accuracy %", tuple(acc_series), bands, markers=tuple(markers), cursor_x=cursor_x,
-                    y_format="{:.1f}", extra=extra)
+                    y_format="{:.0f}", y_range=(0.0, 100.0), extra=extra)
     return ppl_plot, acc_plot
 
 
