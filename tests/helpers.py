@@ -28,23 +28,12 @@ def word_tokenizer():
 def make_tiny_llama(path: Path, tokenizer=None, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     """Save a random Llama (head_dim 32, which vLLM's CPU attention supports) with safetensors."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    from core.models.tiny import tiny_config
 
     tokenizer = tokenizer or word_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 32,
-        num_key_value_heads=hidden // 32,
-        head_dim=32,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+    config = tiny_config(tokenizer, hidden=hidden, layers=layers)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)

@@ -132,6 +132,10 @@ class VllmGenerator:
         from vllm import SamplingParams
 
         engine, lora = self._target(ckpt)
+        if not _cuda():
+            # vLLM's CPU build cannot seed single requests ("CPU Generator does not use offset");
+            # the engine's own seed, set at construction, keeps runs reproducible
+            seed = None
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                                 stop=stop or [], stop_token_ids=stop_token_ids or [],
                                 logprobs=0 if logprobs else None, seed=seed)

@@ -141,15 +141,20 @@ def staged_dir(final: Path, force: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if final.exists():
-            if not force:
-                raise FileExistsError(str(final))
-            old = temp_sibling(final, "old")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        if final.exists() and not force:
+            raise FileExistsError(str(final))
+        swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def swap_in(ready: Path, final: Path) -> None:
+    """Make the complete folder ``ready`` become ``final``, replacing what was there."""
+    if final.exists():
+        old = temp_sibling(final, "old")
+        os.replace(final, old)
+        os.replace(ready, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(ready, final)

@@ -9,13 +9,11 @@ RNG state that drives dropout is restored per process.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.rundir.io import atomic_write_json, temp_sibling
+from core.rundir.io import atomic_write_json, swap_in
 
 PROGRESS = "progress.json"
 
@@ -60,13 +58,7 @@ def save_main(folder: Path, model_state: dict, optimizer, scheduler, progress: P
 
 def publish(state_dir: Path, staging: Path) -> None:
     """Swap the fully written staging folder in as the state."""
-    if state_dir.exists():
-        old = temp_sibling(state_dir, "old")
-        os.replace(state_dir, old)
-        os.replace(staging, state_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, state_dir)
+    swap_in(staging, state_dir)
 
 
 def read_progress(state_dir: Path) -> Progress | None:
