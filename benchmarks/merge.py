@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -20,17 +19,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Peak memory from VmHWM: ru_maxrss survives exec and would report the parent's peak.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads(2)
 from core.merging.merge import plan_merge, run_merge
+
+def hwm_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+start_kb = hwm_kb()
 start = time.perf_counter()
-base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 run_merge(plan_merge({run!r}, {refs!r}, form={form!r}, out={out!r}, force=True, max_shard_bytes={shard}))
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "start_kb": base_rss}}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak_kb": hwm_kb(), "start_kb": start_kb}}))
 """
 
 

@@ -30,12 +30,48 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _split_head(model):
+    """(decoder, lm_head) of a causal LM (also under PEFT), or None when it has no such split."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return None
+    return decoder, head
+
+
+def response_nll(model, ids, mask, labels):
+    """Per-row summed NLL and token count of the labelled (response) tokens.
+
+    The LM head and the softmax run only on positions that predict a response
+    token: with long prompts and large vocabularies that is most of the cost.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from core.data.encoding import IGNORE
+
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    split = _split_head(model)
+    if split is None:
+        from core.training.losses import token_nll
+
+        nll, valid = token_nll(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, labels)
+        return (nll * valid).sum(dim=1), valid.sum(dim=1)
+    decoder, head = split
+    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
+    rows = keep.nonzero(as_tuple=True)[0]
+    logits = head(hidden[keep]).float()
+    nll = F.cross_entropy(logits, targets[keep], reduction="none")
+    sums = torch.zeros(ids.shape[0], dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)
+    return sums, keep.sum(dim=1)
+
+
 def score(model, encoded: list[Encoded], pad_id: int, batch_size: int = 16, device: str = "cpu",
           pad_multiple: int = 16, progress=None) -> list[SampleNLL]:
     """Summed response NLL and token count of every example, in input order."""
     import torch
-
-    from core.training.losses import token_nll
 
     out: list[SampleNLL | None] = [None] * len(encoded)
     was_training = model.training
@@ -48,10 +84,8 @@ def score(model, encoded: list[Encoded], pad_id: int, batch_size: int = 16, devi
                 ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
                 amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
                 with amp:
-                    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                nll, valid = token_nll(logits, labels)
-                sums = (nll * valid).sum(dim=1).double().cpu().tolist()
-                counts = valid.sum(dim=1).cpu().tolist()
+                    sums, counts = response_nll(model, ids, mask, labels)
+                sums, counts = sums.double().cpu().tolist(), counts.cpu().tolist()
                 for row, i in enumerate(batch):
                     out[i] = SampleNLL(i, sums[row], int(counts[row]))
                 if progress:

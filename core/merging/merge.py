@@ -183,6 +183,8 @@ def _write_full(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder
     import torch
 
     combine = get_method(plan.method).combine
+    linear = plan.method == "linear"
+    full_weight = sum(w for d, w in zip(deltas, plan.weights) if isinstance(d, FullDelta))
     tensors = [(n, base.tensors[n].dtype, base.tensors[n].shape) for n in base.names()]
     shards = plan_shards(tensors, plan.max_shard_bytes)
     total = sum(base.tensors[n].nbytes for n in base.names())
@@ -194,9 +196,15 @@ def _write_full(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder
         writer = ShardWriter(folder / file, shard)
         for name, dtype, shape in shard:
             original = base.get(name)
-            delta = combine([d(name) for d in deltas], list(plan.weights))
-            merged = original if delta is None else (original.to(torch.float32) + delta).to(original.dtype)
+            if linear:
+                # theta_base + sum w_i (theta_i - theta_base) read each input once:
+                # (1 - sum of full weights) theta_base + sum w_i theta_i + sum w_j s_j B_j A_j
+                merged = _linear_tensor(original, name, deltas, plan.weights, full_weight)
+            else:
+                delta = combine([d(name) for d in deltas], list(plan.weights))
+                merged = original if delta is None else (original.to(torch.float32) + delta).to(original.dtype)
             done += writer.write(name, merged)
+            del merged, original
             if progress:
                 progress(done, total, name)
         writer.close()
@@ -204,6 +212,25 @@ def _write_full(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder
     if many:
         write_index(folder, files, total)
     _copy_model_files(plan.base_folder, folder)
+
+
+def _linear_tensor(original, name: str, deltas: list[Delta], weights, full_weight: float):
+    import torch
+
+    acc = None
+    if full_weight != 1.0:
+        acc = original.to(torch.float32) * (1.0 - full_weight)
+    for d, w in zip(deltas, weights):
+        if w == 0 or isinstance(d, ZeroDelta):
+            continue
+        part = d.reader.get(name).to(torch.float32) if isinstance(d, FullDelta) else d(name)
+        if part is None:
+            continue
+        acc = part * w if acc is None else acc.add_(part, alpha=w)
+        del part
+    if acc is None:  # every weight on full inputs sums to 1 and all are zero
+        return torch.zeros_like(original)
+    return acc.to(original.dtype)
 
 
 def _write_adapter(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:

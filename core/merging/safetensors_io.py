@@ -20,6 +20,21 @@ INDEX = "model.safetensors.index.json"
 DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
+class _TorchDtypes(dict):
+    """safetensors dtype name -> torch dtype (torch imported on first use)."""
+
+    def __missing__(self, key):
+        import torch
+
+        self.update({"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                     "U8": torch.uint8, "BOOL": torch.bool})
+        return dict.__getitem__(self, key)
+
+
+TORCH_DTYPES = _TorchDtypes()
+
+
 def _torch_dtype_name(dtype) -> str:
     import torch
 
@@ -67,12 +82,14 @@ class TensorReader:
         self.folder = Path(folder)
         files = self._files(filename)
         self.tensors: dict[str, TensorInfo] = {}
+        self._ranges: dict[str, tuple[int, int]] = {}
         for file in files:
             for name, meta in read_header(file).items():
                 if name == "__metadata__":
                     continue
                 self.tensors[name] = TensorInfo(name, meta["dtype"], tuple(meta["shape"]), file)
-        self._handles: dict[Path, object] = {}
+                self._ranges[name] = tuple(meta["data_offsets"])
+        self._data_start: dict[Path, int] = {}
 
     def _files(self, filename: str | None) -> list[Path]:
         if filename:
@@ -102,21 +119,36 @@ class TensorReader:
         return list(self.tensors)
 
     def get(self, name: str):
-        """One tensor, loaded on demand."""
-        from safetensors import safe_open
+        """One tensor, read on demand with plain file reads.
+
+        Not mmap: mapped pages count towards the process's resident memory until
+        unmapped, so reading three 10 GB checkpoints through mmap looks like 30 GB.
+        """
+        import torch
 
         info = self.tensors[name]
-        handle = self._handles.get(info.file)
-        if handle is None:
-            try:
-                handle = safe_open(str(info.file), framework="pt")
-            except Exception as exc:  # safetensors raises its own error types
-                raise MergeError(f"{info.file}: {exc}") from exc
-            self._handles[info.file] = handle
+        start, end = self._offsets(info)
+        buf = bytearray(end - start)
         try:
-            return handle.get_tensor(name)
-        except Exception as exc:
+            with open(info.file, "rb") as fh:
+                fh.seek(start)
+                if fh.readinto(buf) != len(buf):
+                    raise ValueError("file ends early")
+        except (OSError, ValueError) as exc:
             raise MergeError(f"{info.file}: cannot read tensor {name} ({exc})") from exc
+        dtype = TORCH_DTYPES[info.dtype]
+        if not buf:
+            return torch.empty(info.shape, dtype=dtype)
+        return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+
+    def _offsets(self, info: TensorInfo) -> tuple[int, int]:
+        base = self._data_start.get(info.file)
+        if base is None:
+            with open(info.file, "rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+            base = self._data_start[info.file] = 8 + size
+        start, end = self._ranges[info.name]
+        return base + start, base + end
 
 
 def plan_shards(tensors: list[tuple[str, str, tuple[int, ...]]], max_shard_bytes: int) -> list[list]:
@@ -164,9 +196,9 @@ class ShardWriter:
         expected, dtype, shape, n = self.order[self.next]
         if name != expected or tuple(tensor.shape) != shape or _torch_dtype_name(tensor.dtype) != dtype:
             raise MergeError(f"internal: tensor {name} written out of plan")
-        data = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-        assert len(data) == n
-        self.fh.write(data)
+        data = tensor.contiguous().view(-1).view(torch.uint8).numpy()  # a view: no copy
+        assert data.nbytes == n
+        self.fh.write(memoryview(data))
         self.next += 1
         return n
 
