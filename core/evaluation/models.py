@@ -80,6 +80,9 @@ class HFModels:
         else:
             from transformers import AutoModelForCausalLM
 
+            from core.models.loading import quiet_transformers
+
+            quiet_transformers()
             try:
                 model = AutoModelForCausalLM.from_pretrained(str(ckpt.path), dtype=self.dtype).to(self.device)
             except (OSError, ValueError) as exc:

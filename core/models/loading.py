@@ -35,6 +35,13 @@ def resolve_base(model: str, trust_remote_code: bool = False) -> dict:
     return {"id": model, "path": None, "gguf_file": None, "trust_remote_code": trust_remote_code}
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars: overmem loads a model per checkpoint and draws its own progress."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def _ref(base: dict) -> str:
     return base.get("path") or base["id"]
 
@@ -58,6 +65,7 @@ def load_model(base: dict, dtype=None, device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             _ref(base),
