@@ -12,6 +12,7 @@ the deltas; nothing here does that.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +35,14 @@ def base_weight_name(peft_key: str) -> tuple[str, str] | None:
     return None
 
 
-class Delta:
+class Delta(ABC):
     """A checkpoint's delta for each base weight name (None: zero)."""
 
     label: str
 
-    def __call__(self, name: str):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, name: str):
+        """The float32 delta of base weight ``name``, or None where this checkpoint left it alone."""
 
     def names(self) -> set[str]:
         return set()

@@ -6,15 +6,13 @@ from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label
 
+from overmem_tui.screens.dialog import ActionDialog
 
-class ExportScreen(ModalScreen):
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
 
+class ExportScreen(ActionDialog):
     def __init__(self, run_path: str, name: str) -> None:
         super().__init__()
         self.run_path = run_path
@@ -26,22 +24,10 @@ class ExportScreen(ModalScreen):
             yield Label(f"export {self.checkpoint} (same as overmem select RUN {self.checkpoint} --export DIR)")
             yield Input(default, id="folder")
             yield Checkbox("symlink instead of copying", id="link")
-            yield Label("", id="export-status")
+            yield Label("", id="status")
             with Horizontal(classes="buttons"):
                 yield Button("export", variant="primary", id="go")
                 yield Button("cancel", id="cancel")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "go":
-            self.start()
-        else:
-            self.action_cancel()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.start()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
     def start(self) -> None:
         self.query_one("#go", Button).disabled = True
@@ -55,13 +41,9 @@ class ExportScreen(ModalScreen):
         try:
             target = select_checkpoint(self.run_path, self.checkpoint, folder, link=link)
         except (OvermemError, OSError) as exc:
-            self.app.call_from_thread(self._failed, str(exc))
+            self.app.call_from_thread(self.failed, str(exc))
             return
         self.app.call_from_thread(self._done, str(target))
-
-    def _failed(self, message: str) -> None:
-        self.query_one("#export-status", Label).update(f"[red]{message}[/]")
-        self.query_one("#go", Button).disabled = False
 
     def _done(self, target: str) -> None:
         self.app.notify(f"selected {self.checkpoint}, exported to {target}")

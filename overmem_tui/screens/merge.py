@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar
 
+from overmem_tui.screens.dialog import ActionDialog
 
-class MergeScreen(ModalScreen):
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
 
+class MergeScreen(ActionDialog):
     def __init__(self, run_path: str, names: list[str]) -> None:
         super().__init__()
         self.run_path = run_path
@@ -25,7 +23,7 @@ class MergeScreen(ModalScreen):
             yield Label("weights, comma-separated:")
             yield Input(equal, id="weights")
             yield ProgressBar(id="progress", show_eta=False)
-            yield Label("", id="merge-status")
+            yield Label("", id="status")
             with Horizontal(classes="buttons"):
                 yield Button("merge", variant="primary", id="go")
                 yield Button("cancel", id="cancel")
@@ -33,24 +31,12 @@ class MergeScreen(ModalScreen):
     def on_mount(self) -> None:
         self.query_one("#progress").display = False
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "go":
-            self.start()
-        else:
-            self.action_cancel()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.start()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     def start(self) -> None:
         text = self.query_one("#weights", Input).value
         try:
             weights = [float(w) for w in text.split(",") if w.strip()]
         except ValueError:
-            self.query_one("#merge-status", Label).update(f"weights must be numbers: {text!r}")
+            self.query_one("#status", Label).update(f"weights must be numbers: {text!r}")
             return
         self.query_one("#go", Button).disabled = True
         self.query_one("#progress").display = True
@@ -68,17 +54,13 @@ class MergeScreen(ModalScreen):
             plan = plan_merge(self.run_path, self.names, weights=weights)
             info = run_merge(plan, progress)
         except (OvermemError, OSError) as exc:
-            self.app.call_from_thread(self._failed, str(exc))
+            self.app.call_from_thread(self.failed, str(exc))
             return
         self.app.call_from_thread(self._done, info.name)
 
     def _progress(self, done: int, total: int, name: str) -> None:
         self.query_one("#progress", ProgressBar).update(total=total, progress=done)
-        self.query_one("#merge-status", Label).update(name)
-
-    def _failed(self, message: str) -> None:
-        self.query_one("#merge-status", Label).update(f"[red]{message}[/]")
-        self.query_one("#go", Button).disabled = False
+        self.query_one("#status", Label).update(name)
 
     def _done(self, name: str) -> None:
         self.app.notify(f"merged into {name}; a following evaluator will evaluate it")
