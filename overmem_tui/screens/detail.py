@@ -14,7 +14,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from overmem_tui.render import fmt_acc, fmt_ppl, phase_badge
+from overmem_tui.render import fmt_ppl, phase_badge
 from overmem_tui.state import RunView, phase_of
 
 WORST = 5

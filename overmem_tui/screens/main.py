@@ -54,6 +54,7 @@ class WatchScreen(Screen):
         self.poll_interval = poll_interval
         self.clock = clock
         self._initial = WatchState(paths=tuple(paths), views=tuple(None for _ in paths))
+        self._errors: dict[int, str] = {}  # runs that cannot be read right now
 
     def compose(self) -> ComposeResult:
         yield Static("loading...", id="status")
@@ -101,11 +102,10 @@ class WatchScreen(Screen):
     def on_run_updated(self, message: RunUpdated) -> None:
         state = self.state
         if message.run is None:
-            self._errors = getattr(self, "_errors", {})
             self._errors[message.index] = message.error
             self.state = state
             return
-        getattr(self, "_errors", {}).pop(message.index, None)
+        self._errors.pop(message.index, None)
         self.state = state.with_run(message.index, message.run)
 
     def _tick(self) -> None:
@@ -126,7 +126,7 @@ class WatchScreen(Screen):
         state = self.state
         if state is None:
             return
-        error = getattr(self, "_errors", {}).get(state.active)
+        error = self._errors.get(state.active)
         text = f"{self.paths[state.active]}: {error}" if error and state.view is None else status_line(state.view, self.clock())
         self.query_one("#status", Static).update(Text(text, overflow="ellipsis", no_wrap=False))
 
