@@ -30,3 +30,16 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing output
 def csv_list(value: str | None) -> list[str]:
     """Split a comma-separated option into its non-empty parts."""
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def name_paths(items: list[str] | None, option: str) -> dict[str, str]:
+    """Parse repeated NAME=PATH options into a dict (one clear error for a malformed one)."""
+    from core.errors import UsageError
+
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"{option} expects NAME=PATH, got {item!r}")
+        out[name] = path
+    return out

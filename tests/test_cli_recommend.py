@@ -111,3 +111,13 @@ def test_select_records_and_exports(paper_run, tmp_path):
     assert "no checkpoint 'ep99'" in _error(invoke("select", paper_run, "ep99"))
     result = invoke("select", paper_run, "ep5", "--export", tmp_path / "link", "--link")
     assert result.exit_code == 0 and (tmp_path / "link").is_symlink()
+
+
+def test_name_path_options_are_parsed_once_for_every_command():
+    from core.errors import UsageError
+    from overmem_tui.options import name_paths
+
+    assert name_paths(["a=x.jsonl", "b=dir/y.csv"], "--ood") == {"a": "x.jsonl", "b": "dir/y.csv"}
+    assert name_paths(None, "--ood") == {}
+    with pytest.raises(UsageError, match="--split-file expects NAME=PATH, got 'oops'"):
+        name_paths(["oops"], "--split-file")

@@ -26,17 +26,14 @@ def eval_command(
     """Evaluate checkpoints: reference perplexity and greedy accuracy per split."""
     from core.errors import UsageError
     from core.evaluation.runner import METRICS, EvalOptions, Evaluator
-    from overmem_tui.options import csv_list
+    from core.data.loaders import SplitSpec, resolve_source
+    from overmem_tui.options import csv_list, name_paths
     from overmem_tui.progress import EvalDisplay
 
-    files = {}
-    for item in split_file or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--split-file expects NAME=PATH, got {item!r}")
-        from core.data.loaders import SplitSpec, resolve_source
-
-        files[name] = SplitSpec(resolve_source(path, prompt_field=prompt_field, response_field=response_field)).to_json()
+    files = {
+        name: SplitSpec(resolve_source(path, prompt_field=prompt_field, response_field=response_field)).to_json()
+        for name, path in name_paths(split_file, "--split-file").items()
+    }
     wanted = tuple(csv_list(metrics))
     if not wanted or set(wanted) - set(METRICS):
         raise UsageError(f"--metrics takes {', '.join(METRICS)}")

@@ -30,14 +30,9 @@ def probe(
     from core.probes.compare import probe_json, probe_rows
     from core.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
     from core.rundir import load_run
-    from overmem_tui.options import csv_list
+    from overmem_tui.options import csv_list, name_paths
 
-    sets = {}
-    for item in ood or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--ood expects NAME=PATH, got {item!r}")
-        sets[name] = path
+    sets = name_paths(ood, "--ood")
     if n_samples < 1 or not 0 < min_k <= 1 or bins < 1 or limit < 1:
         raise UsageError("--n-samples, --bins and --limit must be at least 1 and --min-k in (0, 1]")
     options = ProbeOptions(probes=tuple(csv_list(probes)), n_samples=n_samples, temperature=temperature, ood=sets,
