@@ -51,7 +51,7 @@ def test_finetuning_wording_is_narrower_than_pretraining():
         return out
 
     narrow, broad = words(synthetic.NARROW), words(synthetic.BROAD)
-    assert narrow < broad and {"Therefore", "owns"} <= broad - narrow
+    assert narrow < broad and {"Therefore", "owns", "net", "fewer"} <= broad - narrow
     # the shipped tokenizer covers every word either style can emit
     from core.models.loading import load_tokenizer, resolve_base
 
