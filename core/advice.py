@@ -156,7 +156,10 @@ def _warnings(points, phases: Phases, split) -> list[str]:
     latest = trajectory[-1]
     verdict = phases.of(latest.name)
     if verdict is None or verdict.phase is not Phase.PURPLE:
-        return [f"{split} ppl rose while accuracy held between {phases.onset} and {latest.name}"]
+        now = f"{latest.name} is {verdict.phase.meaning}" if verdict else f"{latest.name} has no verdict"
+        if verdict is not None and verdict.phase is Phase.OVERFIT:
+            now += " (its accuracy is now clearly below the best too)"
+        return [f"{split} ppl rose while accuracy held from {phases.onset} on (over-memorized); {now}"]
     return [
         f"{split} ppl {latest.ppl / phases.min_ppl:.2f}x its minimum (log-ppl {verdict.log_ratio:.2f}x) "
         f"while accuracy is flat: over-memorizing since {phases.onset}"

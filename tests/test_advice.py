@@ -89,3 +89,13 @@ def test_summary_json_has_the_documented_shape():
     assert ep3["metrics"]["val"]["ppl"] == 3.1 and ep3["metrics"]["val"]["acc"] == 0.74
     assert ep3["metrics"]["val"]["n"] == 1319 and ep3["phase"] == "yellow"
     assert obj["merge"] == ["ep5", "ep10"]
+
+
+def test_warning_says_when_accuracy_dropped_after_the_onset():
+    points = [Point("ep0", 3.0, 0.0, 400), Point("ep1", 1.20, 0.95, 400), Point("ep2", 1.15, 0.96, 400),
+              Point("ep3", 1.16, 0.95, 400), Point("ep4", 1.25, 0.95, 400), Point("ep5", 1.40, 0.70, 400)]
+    advice = advise(points, "val")
+    phases = {v.name: v.phase.value for v in advice.phases.verdicts}
+    assert phases["ep4"] == "purple" and phases["ep5"] == "overfit"
+    assert advice.warnings == ("val ppl rose while accuracy held from ep4 on (over-memorized); ep5 is "
+                               "over-fitted (its accuracy is now clearly below the best too)",)
