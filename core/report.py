@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from core.errors import UsageError
+from core.phases import Phase
 from core.probes.compare import probe_rows
 from core.rundir.io import atomic_write_bytes, atomic_write_text
 from core.summary import Summary
@@ -23,24 +24,44 @@ def _x(row):
     return c.epoch if c.epoch is not None else c.step
 
 
+def _ppl_limits(values: list[float]) -> tuple[float, float]:
+    """Y limits that show the rise after the minimum. Leading points far above all
+    later ones (epoch 0 of a finetuning, several times the trained ppl) are left off
+    the scale, as the paper's Figure 1 does, and marked with their value instead."""
+    start = 0
+    while start < len(values) - 2:
+        rest = values[start + 1:]
+        if values[start] <= max(rest) + 2 * (max(rest) - min(rest)):
+            break
+        start += 1
+    low, high = min(values[start:]), max(values[start:])
+    pad = (high - low) * 0.08 or abs(low) * 0.05 or 1.0
+    return low - pad, high + pad
+
+
 def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
     """Perplexity and accuracy against epoch, one panel per split, background by phase."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     advice = summary.advice
     rows = [r for r in summary.rows if r.checkpoint.on_trajectory and _x(r) is not None]
     merges = [r for r in summary.rows if r.checkpoint.kind == "merge"]
     splits = [s for s in summary.splits if any(r.get(s).ppl is not None or r.get(s).acc is not None for r in rows)]
     splits = splits or [None]
-    fig, axes = plt.subplots(len(splits), 1, figsize=(10, 3.2 * len(splits)), squeeze=False)
+    height = 3.2 * len(splits)
+    fig, axes = plt.subplots(len(splits), 1, figsize=(10, height), squeeze=False)
     xs = [_x(r) for r in rows]
+    shown: dict[str, None] = {}
+    legend: dict[str, object] = {}
     for ax, split in zip(axes[:, 0], splits):
         for i, r in enumerate(rows):
             verdict = advice.phases.of(r.name)
             phase = verdict.phase.value if verdict else "unknown"
+            shown[phase] = None
             left = (xs[i - 1] + xs[i]) / 2 if i else xs[i] - 0.5
             right = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else xs[i] + 0.5
             ax.axvspan(left, right, color=PHASE_COLOR[phase], alpha=0.25, lw=0)
@@ -51,27 +72,41 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
         ax.set_title(f"{split}", loc="left", fontsize=10)
         ax.set_xlabel("epoch" if rows and rows[0].checkpoint.epoch is not None else "step")
         if ppl:
-            ax.plot(*zip(*ppl), "-o", color="#1f3a93", ms=4, label=f"{split} ppl")
+            ax.plot(*zip(*ppl), "-o", color="#1f3a93", ms=4, label="perplexity", clip_on=True)
             ax.set_ylabel("perplexity", color="#1f3a93")
+            limits = _ppl_limits([y for _, y in ppl])
+            ax.set_ylim(*limits)
+            for x, y in ppl:
+                if y > limits[1]:
+                    ax.annotate(f"{y:.3g}\u2191", (x, limits[1]), xytext=(2, -10), textcoords="offset points",
+                                fontsize=7, color="#1f3a93")
         ax2 = ax.twinx()
         if acc:
-            ax2.plot(*zip(*acc), "-s", color="#117a65", ms=4, label=f"{split} accuracy")
+            ax2.plot(*zip(*acc), "-s", color="#117a65", ms=4, label="accuracy")
             ax2.set_ylabel("accuracy %", color="#117a65")
+            ax2.set_ylim(-3, 103)
         for r in rows:
             if r.name == advice.recommended and r.get(split).ppl is not None:
                 ax.plot([_x(r)], [r.get(split).ppl], marker="*", color="#d4ac0d", ms=16, mec="black",
                         label=f"recommended {r.name}", ls="")
         for m in merges:
             v = m.get(split)
+            name = f"{m.name} (recommended)" if m.name == advice.recommended else m.name
             if v.ppl is not None:
-                ax.axhline(v.ppl, color="#1f3a93", ls="--", lw=1, label=f"{m.name} ppl")
+                ax.axhline(v.ppl, color="#1f3a93", ls="--", lw=1, label=f"{name} ppl")
             if v.acc is not None:
-                ax2.axhline(v.acc * 100, color="#117a65", ls=":", lw=1, label=f"{m.name} acc")
-        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-        labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-        ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=3)
-    fig.suptitle(f"{summary.run.name}: black under-trained · yellow healthy · purple over-memorized", fontsize=10)
-    fig.tight_layout()
+                ax2.axhline(v.acc * 100, color="#117a65", ls=":", lw=1, label=f"{name} accuracy")
+        for a in (ax, ax2):
+            for handle, label in zip(*a.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+    for phase in shown:
+        legend[f"{phase} ({Phase(phase).meaning})"] = Patch(color=PHASE_COLOR[phase], alpha=0.35)
+    fig.suptitle(f"{summary.run.name}: perplexity of the reference solutions and accuracy per checkpoint",
+                 fontsize=10, y=1 - 0.12 / height)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=min(len(legend), 4),
+                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1 - 0.25 / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.3 + 0.17 * -(-len(legend) // 4)) / height))
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     plt.close(fig)
