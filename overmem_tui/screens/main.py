@@ -156,9 +156,11 @@ class WatchScreen(Screen):
         table.clear(columns=True)
         if summary is None:
             return
+        # fixed widths from the content: auto-sized columns that widen when a long name
+        # (a merge) arrives left lines painted at the old width on screen
         table.add_column("", key="mark", width=2)
-        table.add_column("checkpoint", key="name")
-        table.add_column("epoch", key="epoch")
+        table.add_column("checkpoint", key="name", width=max(len("checkpoint"), *(len(r.name) for r in summary.rows)))
+        table.add_column("epoch", key="epoch", width=5)
         # phase first so it stays visible at 80 columns; only metric columns that hold a value
         table.add_column("phase", key="phase", width=9)
         table.add_column("", key="marks", width=3)
