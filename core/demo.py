@@ -3,7 +3,8 @@ over-memorization while evaluating every checkpoint as it appears, then carry ou
 the recommended merge and evaluate it.
 
 Training runs in a process of its own and evaluation in this one, so on two cores
-both proceed together and the curves grow live.
+both proceed together and the curves grow live; once training ends, a second
+evaluator process takes the checkpoints still waiting.
 """
 
 from __future__ import annotations
@@ -82,39 +83,72 @@ def train_config(settings: DemoSettings, run_dir: Path, lr: float):
     )
 
 
+def _subprocess_env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def _start_training(cfg) -> subprocess.Popen:
     fd, path = tempfile.mkstemp(suffix=".json", prefix="overmem-demo-")
     with os.fdopen(fd, "w") as fh:
         json.dump(cfg.to_json(), fh)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-m", "core.training", path], env=env,
+    return subprocess.Popen([sys.executable, "-m", "core.training", path], env=_subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _eval_options(settings: DemoSettings) -> dict:
+    return {"backend": "hf", "max_new_tokens": settings.max_new_tokens, "batch_size": 50}
+
+
+def _start_second_evaluator(settings: DemoSettings, run_dir: Path) -> subprocess.Popen:
+    """Once training has ended its core is free: a second evaluator takes the checkpoints
+    still waiting (claim files keep the two apart). If it fails, its claims go stale
+    and the first evaluator takes them over."""
+    return subprocess.Popen([sys.executable, "-m", "core.evaluation", str(run_dir),
+                             json.dumps(_eval_options(settings))], env=_subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def train_and_follow(settings: DemoSettings, run_dir: Path, lr: float, progress: DemoProgress) -> None:
-    """Train in a subprocess; evaluate each checkpoint here as soon as it is complete."""
+    """Train in a subprocess; evaluate each checkpoint here as soon as it is complete,
+    and in a second process too once training has finished."""
     import torch
 
     torch.set_num_threads(1)
     cfg = train_config(settings, run_dir, lr)
     proc = _start_training(cfg)
+    helpers: list[subprocess.Popen] = []
+
+    def stop_following() -> bool:
+        """True when training failed; once it has ended well, starts the second evaluator."""
+        code = proc.poll()
+        if code == 0 and not helpers:
+            helpers.append(_start_second_evaluator(settings, run_dir))
+        return code not in (None, 0)
+
     try:
         while not (run_dir / "run.json").exists():
             if proc.poll() is not None:
                 raise OvermemError(f"training failed: {(proc.stderr.read() or '').strip().splitlines()[-1:]}")
             time.sleep(0.1)
         progress.stage = f"training {run_dir.name} (lr {lr:g}) and evaluating as checkpoints appear"
-        evaluator = Evaluator(run_dir, EvalOptions(backend="hf", max_new_tokens=settings.max_new_tokens,
-                                                   batch_size=50))
-        evaluator.follow(interval=0.2, should_stop=lambda: proc.poll() not in (None, 0))
+        evaluator = Evaluator(run_dir, EvalOptions(**_eval_options(settings)))
+        evaluator.follow(interval=0.2, should_stop=stop_following)
         if proc.wait() != 0:
             tail = (proc.stderr.read() or "").strip().splitlines()[-1:]
             raise OvermemError(f"training failed: {tail[0] if tail else 'exit code ' + str(proc.returncode)}")
+        for helper in helpers:  # its last checkpoint is recorded; let it release its claim and exit
+            try:
+                helper.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for p in (proc, *helpers):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
 
 
 def merge_and_evaluate(settings: DemoSettings, run_dir: Path, progress: DemoProgress) -> str | None:
@@ -128,8 +162,7 @@ def merge_and_evaluate(settings: DemoSettings, run_dir: Path, progress: DemoProg
     progress.stage = f"merging {pair[0]} + {pair[1]}"
     info = run_merge(plan_merge(run_dir, list(pair), force=True))
     progress.stage = f"evaluating {info.name}"
-    Evaluator(run_dir, EvalOptions(backend="hf", max_new_tokens=settings.max_new_tokens, batch_size=50,
-                                   checkpoints=(info.name,))).evaluate_pending()
+    Evaluator(run_dir, EvalOptions(**_eval_options(settings), checkpoints=(info.name,))).evaluate_pending()
     return info.name
 
 

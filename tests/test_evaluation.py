@@ -128,6 +128,23 @@ def test_claims_keep_two_evaluators_apart(trained_run, tmp_path):
     assert not list((work / "claims").iterdir())
 
 
+def test_module_entry_evaluates_what_is_left_and_respects_claims(trained_run, tmp_path):
+    """``python -m core.evaluation`` (the demo's second evaluator) skips a claimed checkpoint."""
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(trained_run, work, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
+    rd = RunDir(work)
+    assert rd.try_claim("ep1")
+    options = {"backend": "hf", "limit": 2, "max_new_tokens": 8, "metrics": ["ppl"], "splits": ["val", "test"]}
+    done = subprocess.run([sys.executable, "-m", "core.evaluation", str(work), json.dumps(options)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = {(m.checkpoint, m.split) for m in load_run(work).metrics if m.aggregate == "mean"}
+    assert keys == {(c, s) for c in ("ep0", "ep2") for s in ("val", "test")}
+    assert [p.name for p in (work / "claims").iterdir()] == ["ep1.json"]  # only ours is left
+
+
 def test_claim_is_released_on_failure(trained_run, tmp_path, monkeypatch):
     import shutil
 
