@@ -46,9 +46,9 @@ class Style:
 # large relative rise of log-ppl, as it does for real models at ppl 3-5.
 # The narrow style also leaves out the "net change" path of the buy-and-give problems:
 # it is the one path that needs a comparison (more or fewer?), and it was the first
-# thing the tiny model lost while memorizing (7 of 16 such answers wrong after 30
-# epochs, against 2 of 14 on the other paths), which pulled accuracy clearly below
-# its best on some seeds. Without it accuracy stays within noise of its best while
+# thing the tiny model lost while memorizing (on seed 1, 7 of 16 such answers wrong
+# after 30 epochs, against 2 of 11 on the other buy-and-give paths), which pulled
+# accuracy clearly below its best on some seeds. Without it accuracy stays within noise of its best while
 # log-ppl rises, which is the finding the demo is about.
 BROAD = Style(tuple(CONNECTORS), tuple(HAS), tuple(RESULT))
 NARROW = Style(tuple(CONNECTORS[:3]), tuple(HAS[:2]), tuple(RESULT[:2]), skip_paths=frozenset({"net"}))
