@@ -21,7 +21,7 @@ def random_llama(path: Path, hidden: int, layers: int, vocab: int = 32000, inter
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from core.models.loading import load_tokenizer, resolve_base
+    from overmem.models.loading import load_tokenizer, resolve_base
 
     tok = load_tokenizer(resolve_base("tiny"))
     cfg = LlamaConfig(vocab_size=max(vocab, len(tok)), hidden_size=hidden, intermediate_size=inter or hidden * 4,

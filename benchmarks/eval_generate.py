@@ -15,10 +15,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import timed  # noqa: E402
-from core.data import synthetic  # noqa: E402
-from core.data.encoding import encode_prompt  # noqa: E402
-from core.evaluation.hf_generate import generate  # noqa: E402
-from core.models.loading import load_model, load_tokenizer, resolve_base  # noqa: E402
+from overmem.data import synthetic  # noqa: E402
+from overmem.data.encoding import encode_prompt  # noqa: E402
+from overmem.evaluation.hf_generate import generate  # noqa: E402
+from overmem.models.loading import load_model, load_tokenizer, resolve_base  # noqa: E402
 
 N, NEW = 64, 48
 
@@ -32,7 +32,7 @@ def hf_batched_vs_single(model, tok, prompts):
 def lora_checkpoints(root: Path, base: dict, count: int) -> list:
     from peft import LoraConfig, get_peft_model
 
-    from core.rundir import CheckpointInfo
+    from overmem.rundir import CheckpointInfo
 
     out = []
     for k in range(count):
@@ -54,12 +54,12 @@ def main() -> None:
     batched, single = hf_batched_vs_single(model, tok, prompts)
     print(f"hf backend: batched {batched:.1f} samples/s, per-sample generate {single:.1f} samples/s, "
           f"ratio {batched / single:.2f}x (target >= 3x)")
-    from core.evaluation import vllm_backend
+    from overmem.evaluation import vllm_backend
 
     if not vllm_backend.available():
         print("vLLM not installed: vllm comparisons skipped")
         return
-    from core.evaluation.models import HFModels
+    from overmem.evaluation.models import HFModels
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = lora_checkpoints(Path(tmp), base, 10)

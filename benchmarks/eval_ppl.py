@@ -12,10 +12,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import params, random_llama, timed  # noqa: E402
-from core.data import synthetic  # noqa: E402
-from core.data.encoding import collate, encode  # noqa: E402
-from core.evaluation import perplexity  # noqa: E402
-from core.models.loading import load_model, load_tokenizer, resolve_base  # noqa: E402
+from overmem.data import synthetic  # noqa: E402
+from overmem.data.encoding import collate, encode  # noqa: E402
+from overmem.evaluation import perplexity  # noqa: E402
+from overmem.models.loading import load_model, load_tokenizer, resolve_base  # noqa: E402
 
 
 def bench(model, tok, rows, batch_size: int) -> dict:

@@ -25,7 +25,7 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads(2)
-from core.merging.merge import plan_merge, run_merge
+from overmem.merging.merge import plan_merge, run_merge
 
 def hwm_kb():
     for line in open("/proc/self/status"):
@@ -51,7 +51,7 @@ def build(tmp: Path, hidden: int, layers: int, shard: int):
     from transformers import AutoModelForCausalLM
 
     from benchmarks.common import random_llama
-    from core.rundir import CheckpointInfo, RunDir, RunInfo
+    from overmem.rundir import CheckpointInfo, RunDir, RunInfo
 
     base = random_llama(tmp / "base", hidden=hidden, layers=layers, vocab=32000, inter=hidden * 3)
     model = AutoModelForCausalLM.from_pretrained(base)

@@ -14,12 +14,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import timed  # noqa: E402
-from core.data.encoding import collate, encode  # noqa: E402
-from core.data.loaders import SplitSpec, select  # noqa: E402
-from core.models.loading import load_model, load_tokenizer, resolve_base  # noqa: E402
-from core.training.losses import mar_loss, sft_loss  # noqa: E402
-from core.training.setup import DataOptions, build_config  # noqa: E402
-from core.training.trainer import train  # noqa: E402
+from overmem.data.encoding import collate, encode  # noqa: E402
+from overmem.data.loaders import SplitSpec, select  # noqa: E402
+from overmem.models.loading import load_model, load_tokenizer, resolve_base  # noqa: E402
+from overmem.training.losses import mar_loss, sft_loss  # noqa: E402
+from overmem.training.setup import DataOptions, build_config  # noqa: E402
+from overmem.training.trainer import train  # noqa: E402
 
 
 def step_time(model, batch, loss_fn, repeat=20):

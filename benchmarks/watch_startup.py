@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core.rundir import CheckpointInfo, Metric, RunDir, RunInfo  # noqa: E402
+from overmem.rundir import CheckpointInfo, Metric, RunDir, RunInfo  # noqa: E402
 from overmem_tui.app import make_app  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from core.phases import Phase, Phases, Point, Thresholds, classify, log_ratio
+from overmem.phases import Phase, Phases, Point, Thresholds, classify, log_ratio
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,16 @@ def advise(points: Sequence[Point], split: str | None, t: Thresholds = Threshold
     elif not full:
         recommended = _fallback(points, split, reasons)
     else:
-        min_p = min((p for p in points if p.ppl is not None), key=lambda p: p.ppl)
+        min_p = trajectory_minimum(points)
         band = [p for p in full if log_ratio(p.ppl, min_p.ppl) <= t.band]
+        if not band:
+            waiting = [p.name for p in points if p.acc is None and p.ppl is not None
+                       and log_ratio(p.ppl, min_p.ppl) <= t.band]
+            reasons.append(
+                f"no checkpoint with both ppl and accuracy {where} lies within {t.band:g}x (log scale) of the "
+                f"minimum ppl ({min_p.ppl:.4g} at {min_p.name}); waiting for the accuracy of {', '.join(waiting)}"
+            )
+            return _advice(points, phases, split, t, None, reasons, naive)
         chosen = max(band, key=lambda p: p.acc)  # max keeps the first of ties: the earliest
         recommended = chosen.name
         if len(full) == 1:
@@ -58,6 +66,16 @@ def advise(points: Sequence[Point], split: str | None, t: Thresholds = Threshold
                 f"{t.band:g}x (log scale) of the minimum ({min_p.ppl:.4g} at {min_p.name})"
             )
             reasons.extend(_naive_reasons(points, chosen, min_p, phases, split, naive))
+    return _advice(points, phases, split, t, recommended, reasons, naive)
+
+
+def trajectory_minimum(points: Sequence[Point]) -> Point:
+    """The lowest-ppl point of the training trajectory (merges do not move the band), else of all."""
+    with_ppl = [p for p in points if p.ppl is not None]
+    return min([p for p in with_ppl if p.on_trajectory] or with_ppl, key=lambda p: p.ppl)
+
+
+def _advice(points, phases: Phases, split, t: Thresholds, recommended, reasons: list, naive: list) -> Advice:
     merge = _merge_pair(points, phases, recommended)
     if merge:
         reasons.append(

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core.errors import OutputExists, OvermemError
-from core.evaluation.runner import EvalOptions, Evaluator
-from core.rundir import load_run
-from core.summary import Summary, summarize
-from core.training.setup import DataOptions, build_config
+from overmem.errors import OutputExists, OvermemError
+from overmem.evaluation.runner import EvalOptions, Evaluator
+from overmem.rundir import load_run
+from overmem.summary import Summary, summarize
+from overmem.training.setup import DataOptions, build_config
 
 # The embedded default: full finetuning of the tiny model on 100 problems, batch 2, a
 # linear schedule over 30 epochs: long enough that black, yellow and purple all appear
@@ -94,7 +94,7 @@ def _start_training(cfg) -> subprocess.Popen:
     fd, path = tempfile.mkstemp(suffix=".json", prefix="overmem-demo-")
     with os.fdopen(fd, "w") as fh:
         json.dump(cfg.to_json(), fh)
-    return subprocess.Popen([sys.executable, "-m", "core.training", path], env=_subprocess_env(),
+    return subprocess.Popen([sys.executable, "-m", "overmem.training", path], env=_subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -106,7 +106,7 @@ def _start_second_evaluator(settings: DemoSettings, run_dir: Path) -> subprocess
     """Once training has ended its core is free: a second evaluator takes the checkpoints
     still waiting (claim files keep the two apart). If it fails, its claims go stale
     and the first evaluator takes them over."""
-    return subprocess.Popen([sys.executable, "-m", "core.evaluation", str(run_dir),
+    return subprocess.Popen([sys.executable, "-m", "overmem.evaluation", str(run_dir),
                              json.dumps(_eval_options(settings))], env=_subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -153,7 +153,7 @@ def train_and_follow(settings: DemoSettings, run_dir: Path, lr: float, progress:
 
 def merge_and_evaluate(settings: DemoSettings, run_dir: Path, progress: DemoProgress) -> str | None:
     """Carry out the suggested merge (adapter or full form, as the inputs allow) and evaluate it."""
-    from core.merging.merge import plan_merge, run_merge
+    from overmem.merging.merge import plan_merge, run_merge
 
     summary = summarize(load_run(run_dir))
     pair = summary.advice.merge

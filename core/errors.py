@@ -71,3 +71,7 @@ class BackendUnavailable(OvermemError):
     """An evaluation backend that cannot run here (e.g. vLLM not installed)."""
 
     exit_code = 2
+
+
+class ClaimLost(OvermemError):
+    """An evaluator's claim on a checkpoint was taken over while it worked (its results are dropped)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from core.rundir.records import CheckpointInfo, Run
+from overmem.rundir.records import CheckpointInfo, Run
 
 # Which perplexity aggregate a table shows, in order of preference. "mean" is the
 # mean of per-sample ppl, as the paper reports; "token" is exp(token-weighted NLL),

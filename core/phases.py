@@ -3,10 +3,14 @@
 A checkpoint's accuracy is "high" when it is not clearly below the best one's: a
 binomial standard error test on the difference when sample counts are known, a
 relative tolerance otherwise. "The best" is the peak of a 3-checkpoint moving
-average along the trajectory (n pooled): the single highest of twenty noisy
-evaluations is an upward fluke, and comparing every checkpoint with it would call
-healthy checkpoints worse than they are. Its perplexity is "high" when its log (the mean
-token NLL) exceeds the run's minimum log-ppl by a factor. A factor on log-ppl
+average along the trajectory (n pooled), where a neighbour enters a checkpoint's
+window only when its accuracy is consistent with the centre's (not clearly
+different by the same test). The average keeps one lucky evaluation among twenty
+from condemning its healthy neighbours; the consistency rule keeps the average
+from crossing a real jump: the base model's 0% next to a sharp early peak would
+otherwise drag that peak down, and checkpoints far below it would pass as "high".
+Its perplexity is "high" when its log (the mean token NLL) exceeds the run's
+minimum log-ppl by a factor. A factor on log-ppl
 means the same for an 8B model at test ppl 3-5 and for a tiny model near 1.2; a
 factor on raw ppl does not (the paper's 4.5x ppl is ~2.4x log-ppl; the tiny
 demo's 1.2x ppl can be 2x log-ppl).
@@ -58,7 +62,7 @@ class Thresholds:
         return asdict(self)
 
     def validate(self) -> "Thresholds":
-        from core.errors import UsageError
+        from overmem.errors import UsageError
 
         if not self.ppl_factor > 1.0:
             raise UsageError(f"ppl factor must be above 1, got {self.ppl_factor}")
@@ -131,12 +135,18 @@ def accuracy_is_high(acc: float, n: int | None, best: float, best_n: int | None,
     return acc >= best * (1 - t.rel_tol)
 
 
-def smoothed_best(points: Sequence[Point]) -> Point | None:
+def consistent(a: Point, b: Point, t: Thresholds) -> bool:
+    """True when neither accuracy is clearly below the other (the test of ``accuracy_is_high``)."""
+    return accuracy_is_high(a.acc, a.n, b.acc, b.n, t) and accuracy_is_high(b.acc, b.n, a.acc, a.n, t)
+
+
+def smoothed_best(points: Sequence[Point], t: Thresholds = Thresholds()) -> Point | None:
     """The peak of the 3-point moving average of accuracy (pooled n), as a Point named
-    after the window's centre."""
+    after the window's centre; neighbours inconsistent with the centre stay out."""
     best = None
     for i, p in enumerate(points):
-        window = points[max(0, i - 1) : i + 2]
+        window = [p] + [q for q in (points[i - 1] if i else None, points[i + 1] if i + 1 < len(points) else None)
+                        if q is not None and consistent(p, q, t)]
         if all(w.n for w in window):
             n = sum(w.n for w in window)
             acc = sum(w.acc * w.n for w in window) / n
@@ -153,7 +163,7 @@ def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
     with_ppl = [p for p in trajectory if p.ppl is not None] or [p for p in points if p.ppl is not None]
     with_acc = [p for p in trajectory if p.acc is not None] or [p for p in points if p.acc is not None]
     min_p = min(with_ppl, key=lambda p: p.ppl) if with_ppl else None
-    best_p = smoothed_best(with_acc)
+    best_p = smoothed_best(with_acc, t)
     position = {p.name: i for i, p in enumerate(trajectory)}
     min_index = position.get(min_p.name, -1) if min_p else -1
     high = {

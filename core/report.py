@@ -7,11 +7,11 @@ import html
 import io
 from pathlib import Path
 
-from core.errors import UsageError
-from core.phases import Phase
-from core.probes.compare import probe_rows
-from core.rundir.io import atomic_write_bytes, atomic_write_text
-from core.summary import Summary
+from overmem.errors import UsageError
+from overmem.phases import Phase
+from overmem.probes.compare import probe_rows
+from overmem.rundir.io import atomic_write_bytes, atomic_write_text
+from overmem.summary import Summary
 
 # The phase palette of the figures (the TUI's theme lives in overmem_tui; core stays UI-free).
 PHASE_COLOR = {"black": "#404040", "yellow": "#f2c94c", "purple": "#8e44ad", "overfit": "#c0392b",

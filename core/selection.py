@@ -6,10 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
-from core.errors import OutputExists, UnknownCheckpoint, UsageError
-from core.rundir import RunDir, load_run
-from core.rundir.io import temp_sibling
-from core.rundir.reader import SOURCE_OVERMEM
+from overmem.errors import OutputExists, UnknownCheckpoint, UsageError
+from overmem.rundir import RunDir, load_run
+from overmem.rundir.io import temp_sibling
+from overmem.rundir.reader import SOURCE_OVERMEM
 
 
 def select_checkpoint(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.advice import Advice, advise
-from core.errors import EmptyRun, UnknownSplit
-from core.history import Row, available_splits, build_table
-from core.phases import Point, Thresholds
-from core.rundir.records import KIND_BASE, Run, canonical_split
+from overmem.advice import Advice, advise
+from overmem.errors import EmptyRun, UnknownSplit
+from overmem.history import Row, available_splits, build_table
+from overmem.phases import Point, Thresholds
+from overmem.rundir.records import KIND_BASE, Run, canonical_split
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from core import __version__
-from core.errors import OvermemError
+from overmem import __version__
+from overmem.errors import OvermemError
 
 
 def _debug() -> bool:
@@ -42,6 +42,15 @@ class OvermemGroup(TyperGroup):
             if _debug():
                 raise
             report_error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+        except KeyboardInterrupt:
+            report_error("interrupted", 130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+            if _debug():
+                raise
+            report_error(f"unexpected {type(exc).__name__}: {exc} (OVERMEM_DEBUG=1 shows the traceback; "
+                         "please report it)", 1)
 
 
 app = typer.Typer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from core.rundir.records import Run
+from overmem.rundir.records import Run
 
 
 class RunUpdated(Message):

@@ -34,7 +34,7 @@ def csv_list(value: str | None) -> list[str]:
 
 def name_paths(items: list[str] | None, option: str) -> dict[str, str]:
     """Parse repeated NAME=PATH options into a dict (one clear error for a malformed one)."""
-    from core.errors import UsageError
+    from overmem.errors import UsageError
 
     out = {}
     for item in items or []:

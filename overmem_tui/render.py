@@ -7,7 +7,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from core.summary import Summary
+from overmem.summary import Summary
 from overmem_tui.theme import MERGE_MARK, ONSET_MARK, PHASE_STYLE, RECOMMENDED_MARK
 
 

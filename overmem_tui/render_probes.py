@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from core.probes.compare import ProbeRow
+from overmem.probes.compare import ProbeRow
 
 
 def probe_table(rows: list[ProbeRow], names: list[str], title: str = "probes") -> Table:

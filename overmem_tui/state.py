@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from core.history import Row
-from core.phases import Thresholds
-from core.rundir.records import Run
-from core.summary import Summary, summarize
+from overmem.history import Row
+from overmem.phases import Thresholds
+from overmem.rundir.records import Run
+from overmem.summary import Summary, summarize
 from overmem_tui.plotting import Band, Plot, Series, series_style
 from overmem_tui.theme import MERGE_MARK, RECOMMENDED_MARK
 
@@ -63,7 +63,7 @@ class WatchState:
 
 
 def make_view(run: Run, split: str | None, thresholds: Thresholds) -> RunView:
-    from core.errors import OvermemError
+    from overmem.errors import OvermemError
 
     try:
         return RunView(run, summarize(run, split, thresholds))

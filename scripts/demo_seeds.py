@@ -29,11 +29,11 @@ REQUIRED = ("black", "yellow", "purple")
 def one_seed(seed: int, root: str) -> tuple[int, Counter, str]:
     import torch
 
-    from core.demo import DemoSettings, train_config
-    from core.evaluation.inprocess import evaluate_after_checkpoint
-    from core.rundir import load_run
-    from core.summary import summarize
-    from core.training.trainer import train
+    from overmem.demo import DemoSettings, train_config
+    from overmem.evaluation.inprocess import evaluate_after_checkpoint
+    from overmem.rundir import load_run
+    from overmem.summary import summarize
+    from overmem.training.trainer import train
 
     torch.set_num_threads(1)
     settings = DemoSettings(out=Path(root) / f"seed-{seed}", seed=seed)

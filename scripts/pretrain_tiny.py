@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from core.data import synthetic
-from core.models.tiny import TINY_DIR, build_tokenizer, tiny_config
+from overmem.data import synthetic
+from overmem.models.tiny import TINY_DIR, build_tokenizer, tiny_config
 
 
 def batches(tokenizer, rng: random.Random, batch_size: int):
@@ -64,13 +64,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--out", type=Path, default=TINY_DIR)
     args = parser.parse_args()
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM(tiny_config(tokenizer))
+    model = LlamaForCausalLM(tiny_config(tokenizer, args.hidden, args.layers))
     print(f"params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M vocab {len(tokenizer)}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = 50

@@ -30,7 +30,7 @@ def make_tiny_llama(path: Path, tokenizer=None, seed: int = 0, hidden: int = 64,
     import torch
     from transformers import LlamaForCausalLM
 
-    from core.models.tiny import tiny_config
+    from overmem.models.tiny import tiny_config
 
     tokenizer = tokenizer or word_tokenizer()
     config = tiny_config(tokenizer, hidden=hidden, layers=layers)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from core.advice import advise
-from core.phases import Point, Thresholds
-from core.rundir import load_run
-from core.summary import summarize, summary_json
+from overmem.advice import advise
+from overmem.phases import Point, Thresholds
+from overmem.rundir import load_run
+from overmem.summary import summarize, summary_json
 from tests.conftest import DATA
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from core.rundir import RunDir, RunInfo
+from overmem.rundir import RunDir, RunInfo
 from overmem_tui.cli import app
 from tests.helpers import run_cli
 
@@ -114,7 +114,7 @@ def test_select_records_and_exports(paper_run, tmp_path):
 
 
 def test_name_path_options_are_parsed_once_for_every_command():
-    from core.errors import UsageError
+    from overmem.errors import UsageError
     from overmem_tui.options import name_paths
 
     assert name_paths(["a=x.jsonl", "b=dir/y.csv"], "--ood") == {"a": "x.jsonl", "b": "dir/y.csv"}

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from core.data import synthetic
-from core.data.answers import answers_match, extract_answer, normalize_number
-from core.data.loaders import DataSource, SplitSpec, load_rows, resolve_source, select
-from core.errors import DataError
-from core.training.setup import DataOptions, build_data
+from overmem.data import synthetic
+from overmem.data.answers import answers_match, extract_answer, normalize_number
+from overmem.data.loaders import DataSource, SplitSpec, load_rows, resolve_source, select
+from overmem.errors import DataError
+from overmem.training.setup import DataOptions, build_data
 
 
 def test_synthetic_is_deterministic_and_has_several_paths():
@@ -53,7 +53,7 @@ def test_finetuning_wording_is_narrower_than_pretraining():
     narrow, broad = words(synthetic.NARROW), words(synthetic.BROAD)
     assert narrow < broad and {"Therefore", "owns", "net", "fewer"} <= broad - narrow
     # the shipped tokenizer covers every word either style can emit
-    from core.models.loading import load_tokenizer, resolve_base
+    from overmem.models.loading import load_tokenizer, resolve_base
 
     vocab = load_tokenizer(resolve_base("tiny")).get_vocab()
     assert broad <= set(vocab)
@@ -137,8 +137,8 @@ def test_numeric_comparison_is_tolerant():
 
 
 def test_encoding_masks_the_prompt_and_pads_to_a_multiple():
-    from core.data.encoding import IGNORE, collate, encode
-    from core.models.loading import load_tokenizer, resolve_base
+    from overmem.data.encoding import IGNORE, collate, encode
+    from overmem.models.loading import load_tokenizer, resolve_base
 
     tok = load_tokenizer(resolve_base("tiny"))
     e = encode(tok, "Tom has 3 apples . How many apples does Tom have now ?", "#### 3")

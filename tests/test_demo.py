@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.demo import DemoSettings, outcome, prepare, run_demo
-from core.report import write_report
-from core.rundir import load_run
-from core.summary import summarize
+from overmem.demo import DemoSettings, outcome, prepare, run_demo
+from overmem.report import write_report
+from overmem.rundir import load_run
+from overmem.summary import summarize
 from overmem_tui.cli import app
 
 pytestmark = pytest.mark.slow

@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 
-from core.data.encoding import encode, encode_prompt
-from core.evaluation import perplexity
-from core.evaluation.runner import EvalOptions, Evaluator
-from core.models.loading import load_model, load_tokenizer, resolve_base
-from core.rundir import RunDir, load_run
-from core.training.setup import DataOptions, build_config
-from core.training.trainer import train
+from overmem.data.encoding import encode, encode_prompt
+from overmem.evaluation import perplexity
+from overmem.evaluation.runner import EvalOptions, Evaluator
+from overmem.models.loading import load_model, load_tokenizer, resolve_base
+from overmem.rundir import RunDir, load_run
+from overmem.training.setup import DataOptions, build_config
+from overmem.training.trainer import train
 from tests.helpers import ROOT, read_jsonl
 
 
@@ -69,7 +69,7 @@ def test_perplexity_matches_a_straightforward_loop(tiny):
 
 
 def test_batched_generation_equals_one_by_one(tiny):
-    from core.evaluation.hf_generate import generate
+    from overmem.evaluation.hf_generate import generate
 
     model, tok = tiny
     prompts = [encode_prompt(tok, r["query"]) for r in ROWS]
@@ -112,11 +112,12 @@ def test_claims_keep_two_evaluators_apart(trained_run, tmp_path):
     work = tmp_path / "run"
     shutil.copytree(trained_run, work, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
     rd = RunDir(work)
-    assert rd.try_claim("ep1")  # another live evaluator (this process) holds ep1
+    held = rd.try_claim("ep1")  # another live evaluator (this process) holds ep1
+    assert held
     ev = Evaluator(work, EvalOptions(backend="hf", limit=2, max_new_tokens=8, metrics=("ppl",)))
     assert ev.evaluate_pending() == 2
     assert {m.checkpoint for m in load_run(work).metrics} == {"ep0", "ep2"}
-    rd.release_claim("ep1")
+    held.release()
     # two evaluator processes at once: each checkpoint evaluated exactly once
     procs = [subprocess.Popen([sys.executable, "-m", "overmem_tui.cli", "eval", str(work), "--backend", "hf",
                                "--limit", "2", "--max-new-tokens", "8", "--metrics", "ppl"],
@@ -125,11 +126,11 @@ def test_claims_keep_two_evaluators_apart(trained_run, tmp_path):
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
     keys = [(m.checkpoint, m.split, m.aggregate) for m in load_run(work).metrics]
     assert len(keys) == len(set(keys)) == 3 * 3 * 3
-    assert not list((work / "claims").iterdir())
+    assert rd.claimed() == []
 
 
 def test_module_entry_evaluates_what_is_left_and_respects_claims(trained_run, tmp_path):
-    """``python -m core.evaluation`` (the demo's second evaluator) skips a claimed checkpoint."""
+    """``python -m overmem.evaluation`` (the demo's second evaluator) skips a claimed checkpoint."""
     import shutil
 
     work = tmp_path / "run"
@@ -137,12 +138,12 @@ def test_module_entry_evaluates_what_is_left_and_respects_claims(trained_run, tm
     rd = RunDir(work)
     assert rd.try_claim("ep1")
     options = {"backend": "hf", "limit": 2, "max_new_tokens": 8, "metrics": ["ppl"], "splits": ["val", "test"]}
-    done = subprocess.run([sys.executable, "-m", "core.evaluation", str(work), json.dumps(options)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "overmem.evaluation", str(work), json.dumps(options)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     keys = {(m.checkpoint, m.split) for m in load_run(work).metrics if m.aggregate == "mean"}
     assert keys == {(c, s) for c in ("ep0", "ep2") for s in ("val", "test")}
-    assert [p.name for p in (work / "claims").iterdir()] == ["ep1.json"]  # only ours is left
+    assert rd.claimed() == ["ep1"]  # only ours is left
 
 
 def test_claim_is_released_on_failure(trained_run, tmp_path, monkeypatch):
@@ -165,8 +166,8 @@ def test_follow_evaluates_a_concurrently_writing_trainer(tmp_path):
     out = tmp_path / "live"
     script = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from core.training.setup import DataOptions, build_config\n"
-        "from core.training.trainer import train\n"
+        "from overmem.training.setup import DataOptions, build_config\n"
+        "from overmem.training.trainer import train\n"
         "train(build_config(model='tiny', data=DataOptions('synthetic-math', train_size=16, eval_size=4), out=%r,"
         " method='lora', r=8, alpha=16, epochs=3, batch_size=8, micro_batch_size=8, lr=2e-3, max_len=256))\n"
     ) % (str(ROOT), str(out))
@@ -188,7 +189,7 @@ def test_follow_evaluates_a_concurrently_writing_trainer(tmp_path):
 
 
 def test_train_eval_flag_evaluates_in_process(tmp_path):
-    from core.evaluation.inprocess import evaluate_after_checkpoint
+    from overmem.evaluation.inprocess import evaluate_after_checkpoint
 
     out = tmp_path / "run"
     cfg = build_config(model="tiny", data=DataOptions("synthetic-math", train_size=8, eval_size=3), out=str(out),
@@ -232,8 +233,8 @@ def test_overmem_callback_on_a_real_trainer(tmp_path, toy_llama):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from core.evaluation.callback import OvermemCallback
-    from core.models.loading import resolve_base
+    from overmem.evaluation.callback import OvermemCallback
+    from overmem.models.loading import resolve_base
 
     base = resolve_base("tiny")
     tok = load_tokenizer(base)

@@ -9,9 +9,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from core.rundir import load_run
-from core.rundir.hf_trainer import parse_eval_entry
-from core.summary import summarize
+from overmem.rundir import load_run
+from overmem.rundir.hf_trainer import parse_eval_entry
+from overmem.summary import summarize
 from overmem_tui.cli import app
 
 

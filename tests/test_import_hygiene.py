@@ -7,7 +7,7 @@ import pkgutil
 import subprocess
 import sys
 
-import core
+import overmem
 import pytest
 
 from tests.helpers import ROOT
@@ -41,7 +41,7 @@ class Guard:
             while frame and frame.f_globals.get("__name__", "").startswith(("importlib", "_frozen")):
                 frame = frame.f_back
             importer = frame.f_globals.get("__name__", "") if frame else ""
-            if importer == "core" or importer.startswith("core."):
+            if importer == "overmem" or importer.startswith("overmem."):
                 violations.append((importer, name))
         return None
 
@@ -52,15 +52,15 @@ sys.meta_path.insert(0, Guard())
 def test_core_never_imports_ui_libraries():
     """core's own code never imports textual, typer or rich (third-party libraries it uses
     may: transformers pulls scikit-learn, which pulls rich)."""
-    names = [m.name for m in pkgutil.walk_packages(core.__path__, "core.")]
-    assert "core.rundir.reader" in names and "core.phases" in names and "core.evaluation.callback" in names
+    names = [m.name for m in pkgutil.walk_packages(overmem.__path__, "overmem.")]
+    assert "overmem.rundir.reader" in names and "overmem.phases" in names and "overmem.evaluation.callback" in names
     code = GUARD + "import importlib\n" + "\n".join(f"importlib.import_module({n!r})" for n in names)
     code += "\nimport json; print(json.dumps(violations))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
     # and the guard does catch a direct import
     probe = subprocess.run([sys.executable, "-c", GUARD + "import types, sys\n"
-                            "m = types.ModuleType('core.fake'); exec('import rich', m.__dict__)\n"
+                            "m = types.ModuleType('overmem.fake'); exec('import rich', m.__dict__)\n"
                             "print(len(violations))"], capture_output=True, text=True, cwd=ROOT, check=True)
     assert probe.stdout.strip() == "1"
 

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from core.errors import MergeError, OutputExists, UsageError
-from core.merging.merge import plan_merge, run_merge
-from core.rundir import CheckpointInfo, RunDir, RunInfo, load_run
+from overmem.errors import MergeError, OutputExists, UsageError
+from overmem.merging.merge import plan_merge, run_merge
+from overmem.rundir import CheckpointInfo, RunDir, RunInfo, load_run
 from overmem_tui.cli import app
 from tests.helpers import make_tiny_llama, word_tokenizer
 
@@ -36,7 +36,7 @@ def merge_source(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from core.training.methods import MethodConfig, adapter_tensors, apply_method, save_adapter
+    from overmem.training.methods import MethodConfig, adapter_tensors, apply_method, save_adapter
 
     root = tmp_path_factory.mktemp("merge")
     base_dir = make_tiny_llama(root / "base", word_tokenizer(), seed=1)

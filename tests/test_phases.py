@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.phases import Phase, Point, Thresholds, accuracy_is_high, classify, log_ratio
+from overmem.phases import Phase, Point, Thresholds, accuracy_is_high, classify, log_ratio
 
 B, Y, P, O, U = Phase.BLACK, Phase.YELLOW, Phase.PURPLE, Phase.OVERFIT, Phase.UNKNOWN
 
@@ -127,7 +127,7 @@ def test_merges_do_not_move_the_trajectory():
 
 
 def test_thresholds_validate():
-    from core.errors import UsageError
+    from overmem.errors import UsageError
 
     with pytest.raises(UsageError):
         Thresholds(ppl_factor=0.9).validate()

@@ -9,12 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.evaluation.runner import EvalOptions, Evaluator
-from core.probes.compare import probe_json, probe_rows
-from core.probes.runner import PREAMBLES, ProbeOptions, ProbeRunner, resolve_checkpoints, token_scores
-from core.rundir import RunDir, load_run
-from core.training.setup import DataOptions, build_config
-from core.training.trainer import train
+from overmem.evaluation.runner import EvalOptions, Evaluator
+from overmem.probes.compare import probe_json, probe_rows
+from overmem.probes.runner import PREAMBLES, ProbeOptions, ProbeRunner, resolve_checkpoints, token_scores
+from overmem.rundir import RunDir, load_run
+from overmem.training.setup import DataOptions, build_config
+from overmem.training.trainer import train
 from overmem_tui.cli import app
 
 
@@ -47,7 +47,7 @@ def test_min_k_plus_plus_token_scores_against_loops():
 def _reward_model(path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from core.models.loading import load_tokenizer, resolve_base
+    from overmem.models.loading import load_tokenizer, resolve_base
 
     tok = load_tokenizer(resolve_base("tiny"))
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def check_metrics(run, names, n):
 
 def test_probes_end_to_end_hf(probed_run, tmp_path):
     ood = tmp_path / "ood.jsonl"
-    from core.data import synthetic
+    from overmem.data import synthetic
 
     ood.write_text("".join(json.dumps(r) + "\n" for r in synthetic.generate(3, "ood", 0, 4, "reference")))
     options = ProbeOptions(backend="hf", n_samples=3, limit=4, mia_size=8, max_new_tokens=40,
@@ -117,7 +117,7 @@ def test_probe_cli_json_and_errors(probed_run):
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_probes_with_vllm(probed_run):
-    from core.evaluation import vllm_backend
+    from overmem.evaluation import vllm_backend
 
     if not vllm_backend.available():
         pytest.skip("vLLM is not installed")

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from core.probes import metrics as m
+from overmem.probes import metrics as m
 
 
 def brute_auroc(pos, neg):

@@ -24,10 +24,10 @@ def smollm2_gguf():
 def test_finetune_save_reload_evaluate_smollm2(tmp_path):
     from pathlib import Path
 
-    from core.evaluation.runner import EvalOptions, Evaluator
-    from core.rundir import load_run
-    from core.training.setup import DataOptions, build_config
-    from core.training.trainer import train
+    from overmem.evaluation.runner import EvalOptions, Evaluator
+    from overmem.rundir import load_run
+    from overmem.training.setup import DataOptions, build_config
+    from overmem.training.trainer import train
 
     gguf = smollm2_gguf()
     data = tmp_path / "gsm.jsonl"

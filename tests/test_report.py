@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from core.report import _ppl_limits, figure_bytes
-from core.rundir import load_run
-from core.summary import summarize
+from overmem.report import _ppl_limits, figure_bytes
+from overmem.rundir import load_run
+from overmem.summary import summarize
 from tests.conftest import DATA
 
 

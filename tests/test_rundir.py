@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from core.errors import CorruptRun, OutputExists, RunNotFound
-from core.rundir import (
+from overmem.errors import CorruptRun, OutputExists, RunNotFound
+from overmem.rundir import (
     CheckpointInfo,
     Metric,
     RunDir,
@@ -19,7 +19,7 @@ from core.rundir import (
     TrainLog,
     load_run,
 )
-from core.rundir.io import JsonlTail, append_line
+from overmem.rundir.io import JsonlTail, append_line
 
 
 def _append_many(path, worker, count):
@@ -141,19 +141,56 @@ def test_schema_version_from_the_future_is_refused(tmp_path):
 
 def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     rd = _new_run(tmp_path)
-    assert rd.try_claim("ep1")
-    assert not rd.try_claim("ep1")  # held by a live process (this one)
-    rd.release_claim("ep1")
-    assert rd.try_claim("ep1")
-    rd.release_claim("ep1")
-    # a claim left by a dead process
+    claim = rd.try_claim("ep1")
+    assert claim and claim.held()
+    assert rd.try_claim("ep1") is None  # held by a live process (this one)
+    claim.release()
+    assert not claim.held() and rd.claimed() == []
+    again = rd.try_claim("ep1")
+    assert again
+    again.release()
+    # a claim left by a dead process on this host is taken over at once
     proc = mp.Process(target=time.sleep, args=(0,))
     proc.start()
     proc.join()
     path = rd.claim_path("ep2")
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"pid": proc.pid, "host": os.uname().nodename, "time": 0}))
+    path.write_text(json.dumps({"pid": proc.pid, "host": os.uname().nodename, "heartbeat": time.time()}))
     assert rd.try_claim("ep2")
+
+
+def test_a_claim_from_another_host_is_a_lease_that_expires(tmp_path):
+    """A dead evaluator on another machine cannot be asked: its claim expires with its heartbeat."""
+    rd = _new_run(tmp_path)
+    path = rd.claim_path("ep3")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "token": "x", "heartbeat": time.time()}))
+    assert rd.try_claim("ep3") is None  # fresh heartbeat: live, keep off
+    assert rd.try_claim("ep3", timeout=0.5) is None
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "token": "x", "heartbeat": old}))
+    os.utime(path, (old, old))
+    assert rd.try_claim("ep3") is None  # 10 s is within the default timeout
+    taken = rd.try_claim("ep3", timeout=5)
+    assert taken and taken.held()
+    stolen = rd.try_claim("ep3", steal=True)  # --steal-claims: a human who knows better
+    assert stolen and stolen.held() and not taken.held()
+    assert not taken.refresh()  # the old holder learns it lost the claim
+
+
+def test_heartbeat_keeps_a_claim_fresh_and_releases_it(tmp_path):
+    from overmem.rundir.claims import is_stale
+
+    rd = _new_run(tmp_path)
+    claim = rd.try_claim("ep1")
+    first = json.loads(rd.claim_path("ep1").read_text())["heartbeat"]
+    with claim.heartbeat(interval=0.05):
+        time.sleep(0.3)
+        beat = json.loads(rd.claim_path("ep1").read_text())["heartbeat"]
+        assert beat > first
+        assert not is_stale(rd.claim_path("ep1"), timeout=0.2, now=time.time())
+    assert rd.claimed() == []
 
 
 def test_sidecars_round_trip(tmp_path):

@@ -11,11 +11,11 @@ import sys
 import pytest
 import torch
 
-from core.rundir import load_run
-from core.training.losses import mar_loss, sft_loss, token_nll
-from core.training.methods import Method
-from core.training.setup import DataOptions, build_config
-from core.training.trainer import effective_warmup, lr_factor, train
+from overmem.rundir import load_run
+from overmem.training.losses import mar_loss, sft_loss, token_nll
+from overmem.training.methods import Method
+from overmem.training.setup import DataOptions, build_config
+from overmem.training.trainer import effective_warmup, lr_factor, train
 from tests.helpers import ROOT
 
 
@@ -91,8 +91,8 @@ def _live_vs_saved_logits(tmp_path, method):
     """Logits of the trained in-memory model vs its saved checkpoint loaded on the ORIGINAL base."""
     from peft import PeftModel
 
-    from core.models.loading import load_model, resolve_base
-    from core.training.trainer import Training
+    from overmem.models.loading import load_model, resolve_base
+    from overmem.training.trainer import Training
 
     out = tmp_path / method
     t = Training(tiny_cfg(out, method, epochs=1, dropout=0.0))
@@ -118,8 +118,8 @@ def test_svd_methods_save_an_exact_lora_on_the_original_base(tmp_path, method):
 def test_milora_takes_the_minor_singular_components():
     from peft import LoraConfig, get_peft_model
 
-    from core.models.loading import load_model, resolve_base
-    from core.training.methods import milora_init
+    from overmem.models.loading import load_model, resolve_base
+    from overmem.training.methods import milora_init
 
     base = load_model(resolve_base("tiny"))
     w = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
@@ -137,7 +137,7 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from tests.test_training import tiny_cfg
-from core.training.trainer import train
+from overmem.training.trainer import train
 def kill(step):
     if step == {kill_at}:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -161,8 +161,8 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path):
     assert proc.returncode == -9, proc.stderr[-2000:]
     run = load_run(killed)
     assert run.status == "running" and [c.name for c in run.checkpoints] == ["ep0", "ep1"]
-    from core.rundir import RunDir
-    from core.training.config import TrainConfig
+    from overmem.rundir import RunDir
+    from overmem.training.config import TrainConfig
 
     cfg = TrainConfig.from_run(RunDir(killed).read_info(), str(killed))
     train(cfg, resume=True)

@@ -161,9 +161,9 @@ async def test_export_key(paper_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
-    from core.evaluation.runner import EvalOptions, Evaluator
-    from core.training.setup import DataOptions, build_config
-    from core.training.trainer import train
+    from overmem.evaluation.runner import EvalOptions, Evaluator
+    from overmem.training.setup import DataOptions, build_config
+    from overmem.training.trainer import train
 
     out = tmp_path_factory.mktemp("tui") / "run"
     train(build_config(model="tiny", data=DataOptions("synthetic-math", train_size=8, eval_size=3), out=str(out),
@@ -173,7 +173,7 @@ def lora_run(tmp_path_factory):
 
 
 async def test_merge_key_runs_the_real_merge(lora_run):
-    from core.rundir import load_run
+    from overmem.rundir import load_run
 
     app = make_app([lora_run], poll_interval=0.05, clock=FIXED_CLOCK)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -193,7 +193,7 @@ async def test_merge_key_runs_the_real_merge(lora_run):
 
 
 async def test_probe_view_key(paper_run):
-    from core.rundir import Metric, RunDir
+    from overmem.rundir import Metric, RunDir
 
     RunDir(paper_run).append([Metric("ep5", "mia", "auroc_loss", 0.55, "", 1000, probe="mia"),
                               Metric("ep10", "mia", "auroc_loss", 0.72, "", 1000, probe="mia")])

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from core.evaluation import vllm_backend
+from overmem.evaluation import vllm_backend
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -21,10 +21,10 @@ def lora_run(tmp_path_factory):
     """An overmem run on the shipped tiny base with a random LoRA checkpoint and one vLLM cannot serve."""
     from peft import LoraConfig, get_peft_model
 
-    from core.data.loaders import DataSource, SplitSpec
-    from core.models.loading import load_model, resolve_base
-    from core.rundir import CheckpointInfo, RunDir, RunInfo
-    from core.data import synthetic
+    from overmem.data.loaders import DataSource, SplitSpec
+    from overmem.models.loading import load_model, resolve_base
+    from overmem.rundir import CheckpointInfo, RunDir, RunInfo
+    from overmem.data import synthetic
 
     root = tmp_path_factory.mktemp("vllm")
     base = resolve_base("tiny")
@@ -50,15 +50,15 @@ def lora_run(tmp_path_factory):
 
 
 def test_vllm_and_hf_greedy_tokens_agree_with_a_lora(lora_run):
-    from core.data.encoding import encode_prompt
-    from core.evaluation.hf_generate import generate
-    from core.evaluation.models import HFModels
-    from core.rundir import load_run
+    from overmem.data.encoding import encode_prompt
+    from overmem.evaluation.hf_generate import generate
+    from overmem.evaluation.models import HFModels
+    from overmem.rundir import load_run
 
     run = load_run(lora_run)
     models = HFModels(run.info.base_model, device="cpu", dtype=torch.float32)
     tok = models.tokenizer
-    from core.data import synthetic
+    from overmem.data import synthetic
 
     prompts = [encode_prompt(tok, r["query"]) for r in synthetic.generate(0, "test", 0, 5, "reference")]
     gen = vllm_backend.VllmGenerator(run.info.base_model, max_lora_rank=8, max_model_len=512)
@@ -75,8 +75,8 @@ def test_vllm_and_hf_greedy_tokens_agree_with_a_lora(lora_run):
 
 
 def test_evaluator_with_vllm_matches_hf_and_falls_back_for_unservable(lora_run, tmp_path):
-    from core.evaluation.runner import EvalOptions, Evaluator
-    from core.rundir import RunDir, load_run
+    from overmem.evaluation.runner import EvalOptions, Evaluator
+    from overmem.rundir import RunDir, load_run
 
     results = {}
     for backend in ("hf", "vllm"):

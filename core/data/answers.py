@@ -114,3 +114,12 @@ def _symbolic_match(predicted: str, gold: str) -> bool:
         return bool(verify(parse(gold), parse(predicted)))
     except Exception:  # math-verify raises on unparsable input; that is "no match"
         return False
+
+
+GOLD_FORMATS = ("gsm8k", "metamath", "boxed")
+
+
+def gold_answer(reference: str, answer_format: str) -> str | None:
+    """The gold answer a reference states in its dataset's format ("auto": the first marker found)."""
+    formats = GOLD_FORMATS if answer_format == "auto" else (answer_format,)
+    return extract_answer(reference, formats, fallback=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.data.template import PROMPT_TEMPLATE, render_prompt
+from overmem.data.template import PROMPT_TEMPLATE, render_prompt
 
 IGNORE = -100
 

@@ -7,36 +7,51 @@ splits can be rebuilt exactly from run.json.
 
 from __future__ import annotations
 
+import functools
+import os
 import random
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from core.data import synthetic
-from core.data.answers import EXTRACTORS, extract_answer
-from core.errors import DataError
+from overmem.data import synthetic
+from overmem.data.answers import gold_answer
+from overmem.errors import DataError
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
+LAYOUTS = ("auto", "fields", "messages", "prompt-completion")
+
+
 @dataclass(frozen=True)
 class DataSource:
-    """Where rows come from and how to read them."""
+    """Where rows come from and how to read them.
+
+    ``layout`` says how a record holds its prompt and reference: ``fields`` (two text
+    columns), TRL's conversational ``messages`` (the last assistant turn is the
+    reference, the turns before it the prompt) or TRL's ``prompt-completion`` (text or
+    messages); ``auto`` picks by the columns present, the named fields first.
+    """
 
     kind: str  # "synthetic" | "file" | "hub"
     ref: str  # preset name, file/folder path, or hub id
     prompt_field: str = "query"
     response_field: str = "response"
-    answer_format: str = "gsm8k"  # extractor of the gold answer from the response
+    answer_format: str = "gsm8k"  # extractor of the gold answer from the response ("auto": any marker)
     hub_config: str | None = None
     hub_split: str = "train"
     params: dict = field(default_factory=dict)  # synthetic: seed, stream, path_seed
+    revision: str | None = None  # hub commit the rows come from (recorded so a run rebuilds them exactly)
+    layout: str = "auto"
+    answer_field: str | None = None  # a column holding the gold answer, when the reference has no marker
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, obj: dict) -> "DataSource":
-        return cls(**obj)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -134,53 +149,145 @@ def _data_files(path: Path) -> tuple[str, list[str]]:
     return formats.pop(), [str(f) for f in files]
 
 
-def _records(source: DataSource) -> list[dict]:
+def _file_stamp(files: list[str]) -> tuple:
+    return tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files)
+
+
+@functools.lru_cache(maxsize=16)
+def _dataset(kind: str, ref: str, config: str | None, split: str, revision: str | None, stamp: tuple):
+    """The Arrow dataset of a source, loaded once per process (memory-mapped, not a list).
+
+    ``stamp`` (file names, mtimes, sizes) makes a changed local file load again.
+    """
     import datasets
 
     datasets.disable_progress_bars()
     try:
-        if source.kind == "file":
-            fmt, files = _data_files(Path(source.ref))
-            ds = datasets.load_dataset(fmt, data_files=files, split="train")
-        else:
-            ds = datasets.load_dataset(source.ref, source.hub_config, split=source.hub_split)
-    except DataError:
-        raise
+        if kind == "file":
+            fmt = FILE_FORMATS[Path(stamp[0][0]).suffix.lower()]
+            return datasets.load_dataset(fmt, data_files=[f for f, _, _ in stamp], split="train")
+        return datasets.load_dataset(ref, config, split=split, revision=revision)
     except Exception as exc:  # datasets raises many types (offline, schema, parse)
-        raise DataError(f"cannot load {source.ref}: {type(exc).__name__}: {exc}".split("\n")[0]) from exc
-    missing = {source.prompt_field, source.response_field} - set(ds.column_names)
+        raise DataError(f"cannot load {ref}: {type(exc).__name__}: {exc}".split("\n")[0]) from exc
+
+
+def open_dataset(source: DataSource):
+    """The source's dataset (cached per process)."""
+    if source.kind == "file":
+        _, files = _data_files(Path(source.ref))
+        return _dataset("file", source.ref, None, "train", None, _file_stamp(files))
+    return _dataset("hub", source.ref, source.hub_config, source.hub_split, source.revision, ())
+
+
+def detect_layout(source: DataSource, columns: list[str]) -> str:
+    """The layout of a source's records (see DataSource), or DataError naming what is missing."""
+    if source.layout not in LAYOUTS:
+        raise DataError(f"unknown data layout {source.layout!r} (layouts: {', '.join(LAYOUTS)})")
+    if source.layout != "auto":
+        needed = {"fields": [source.prompt_field, source.response_field], "messages": ["messages"],
+                  "prompt-completion": ["prompt", "completion"]}[source.layout]
+    elif {source.prompt_field, source.response_field} <= set(columns):
+        return "fields"
+    elif "messages" in columns:
+        return "messages"
+    elif {"prompt", "completion"} <= set(columns):
+        return "prompt-completion"
+    else:
+        needed = [source.prompt_field, source.response_field]
+    missing = [c for c in needed if c not in columns]
     if missing:
-        raise DataError(
-            f"{source.ref}: missing field(s) {sorted(missing)}; columns are {ds.column_names} "
-            "(set --prompt-field/--response-field)"
-        )
-    return ds.to_list()
+        raise DataError(f"{source.ref}: missing field(s) {missing}; columns are {columns} (set --prompt-field/"
+                        "--response-field, or give TRL's messages or prompt/completion columns)")
+    return source.layout
+
+
+def _text_of(turn: dict) -> str:
+    content = turn.get("content")
+    if isinstance(content, list):  # multimodal-style content parts: keep the text ones
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
+
+def _last_assistant(messages: list, where: str) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], dict) and messages[i].get("role") == "assistant":
+            return i
+    raise DataError(f"{where}: no assistant turn to use as the reference")
+
+
+def _clean_turns(turns: list) -> list[dict]:
+    return [{"role": t.get("role"), "content": _text_of(t)} for t in turns if isinstance(t, dict)]
+
+
+def normalize_record(source: DataSource, layout: str, rec: dict, where: str) -> tuple:
+    """(query, response) of one record: the query is text, or a list of chat turns."""
+    if layout == "fields":
+        query, response = rec[source.prompt_field], rec[source.response_field]
+    elif layout == "messages":
+        messages = rec["messages"] or []
+        k = _last_assistant(messages, where)
+        query, response = _clean_turns(messages[:k]), _text_of(messages[k])
+    else:
+        query, completion = rec["prompt"], rec["completion"]
+        if isinstance(query, list):
+            query = _clean_turns(query)
+        if isinstance(completion, list):
+            response = "".join(_text_of(t) for t in completion if isinstance(t, dict) and t.get("role") == "assistant")
+        else:
+            response = completion
+    if not (isinstance(query, str) or (isinstance(query, list) and query)) or not isinstance(response, str):
+        raise DataError(f"{where}: the prompt or the reference is not text (layout {layout})")
+    return query, response
 
 
 def load_rows(source: DataSource, start: int = 0, count: int | None = None) -> list[dict]:
-    """Rows {query, response, answer} of a source, from ``start``, at most ``count``."""
+    """Rows {query, response, answer} of a source, from ``start``, at most ``count``.
+
+    Only the requested slice is turned into Python objects; the dataset itself is
+    opened once per process.
+    """
     if source.kind == "synthetic":
         if count is None:
             raise DataError("synthetic data needs an explicit count")
         prm = source.params
         return synthetic.generate(prm.get("seed", 0), prm.get("stream", "train"), start, count,
                                   prm.get("path_seed", "train"))
-    extractor = EXTRACTORS[source.answer_format].extract
+    ds = open_dataset(source)
+    layout = detect_layout(source, list(ds.column_names))
+    if source.answer_field and source.answer_field not in ds.column_names:
+        raise DataError(f"{source.ref}: no answer field {source.answer_field!r}; columns are {ds.column_names}")
+    stop = len(ds) if count is None else min(len(ds), start + count)
     rows = []
-    records = _records(source)
-    stop = len(records) if count is None else min(len(records), start + count)
-    for i in range(start, stop):
-        rec = records[i]
-        query, response = rec[source.prompt_field], rec[source.response_field]
-        if not isinstance(query, str) or not isinstance(response, str):
-            raise DataError(f"{source.ref} row {i}: {source.prompt_field}/{source.response_field} are not text")
-        answer = extractor(response)
+    for i, rec in enumerate(ds.select(range(start, stop)) if stop > start else [], start):
+        query, response = normalize_record(source, layout, rec, f"{source.ref} row {i}")
+        if source.answer_field:
+            gold = rec[source.answer_field]
+            answer = None if gold is None else str(gold).strip()
+        else:
+            answer = gold_answer(response, source.answer_format)
         rows.append({"query": query, "response": response, "answer": answer})
     return rows
 
 
 def count_rows(source: DataSource) -> int | None:
-    return None if source.kind == "synthetic" else len(_records(source))
+    return None if source.kind == "synthetic" else len(open_dataset(source))
+
+
+def hub_revision(ref: str) -> str | None:
+    """The commit a hub dataset id resolves to now (None offline): recorded in run.json."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(ref).sha
+    except Exception:  # offline, gated, unknown: the run records no revision and says so
+        return None
+
+
+def pin_revision(source: DataSource) -> DataSource:
+    """A hub source with its current commit recorded (unchanged when one is set or none is known)."""
+    if source.kind != "hub" or source.revision:
+        return source
+    return replace(source, revision=hub_revision(source.ref))
 
 
 def select(spec: SplitSpec) -> list[dict]:

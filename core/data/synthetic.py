@@ -225,7 +225,7 @@ def generate(seed: int, stream: str, start: int, count: int, path_seed: str) -> 
 
 def vocabulary() -> list[str]:
     """Every word the generator, the pretraining format and the prompt template can emit."""
-    from core.data.template import PROMPT_TEMPLATE
+    from overmem.data.template import PROMPT_TEMPLATE
 
     words: dict[str, None] = {}
     for w in PROMPT_TEMPLATE.replace("{instruction}", "").split():

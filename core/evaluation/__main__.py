@@ -1,4 +1,4 @@
-"""``python -m core.evaluation RUN [OPTIONS_JSON]``: evaluate what is left of a run, quietly.
+"""``python -m overmem.evaluation RUN [OPTIONS_JSON]``: evaluate what is left of a run, quietly.
 
 OPTIONS_JSON holds EvalOptions fields (e.g. ``{"backend": "hf", "batch_size": 50}``).
 Used by ``overmem demo`` as a second evaluator once training has freed a core; the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.evaluation.runner import EvalOptions, Evaluator
+from overmem.evaluation.runner import EvalOptions, Evaluator
 
 
 def main(argv: list[str]) -> int:

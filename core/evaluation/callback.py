@@ -6,7 +6,7 @@ folder; optimizer state stays behind), the training loss and learning rate, the
 Trainer's own eval metrics, and, when splits are given, overmem's perplexity and
 accuracy of each saved checkpoint, evaluated in-process.
 
-    from core.evaluation.callback import OvermemCallback
+    from overmem.evaluation.callback import OvermemCallback
     trainer = Trainer(..., callbacks=[OvermemCallback("runs/my-run", tokenizer=tok,
                                                       splits={"val": val_rows, "test": test_rows})])
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from core.data.template import PROMPT_TEMPLATE
-from core.rundir import CheckpointInfo, Metric, RunDir, RunInfo, TrainLog
-from core.rundir.hf_trainer import parse_eval_entry
-from core.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from overmem.data.template import PROMPT_TEMPLATE
+from overmem.rundir import CheckpointInfo, Metric, RunDir, RunInfo, TrainLog
+from overmem.rundir.hf_trainer import parse_eval_entry
+from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
 
 MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "config.json", "generation_config.json",
                "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
@@ -40,8 +40,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _rows_file(rundir: RunDir, split: str, rows: list[dict]) -> dict:
     """Write a split's rows into the run so overmem eval can rebuild it later."""
-    from core.data.loaders import DataSource, SplitSpec
-    from core.rundir.io import write_jsonl_atomic
+    from overmem.data.loaders import DataSource, SplitSpec
+    from overmem.rundir.io import write_jsonl_atomic
 
     path = rundir.path / "data" / f"{split}.jsonl"
     write_jsonl_atomic(path, [{"query": r["query"], "response": r["response"]} for r in rows])
@@ -134,8 +134,8 @@ class OvermemCallback(TrainerCallback):
             for shard in source.glob("model-*.safetensors"):
                 _link_or_copy(shard, folder / shard.name)
         if self.splits and self.tokenizer is not None and model is not None:
-            from core.evaluation.inprocess import evaluate_live
-            from core.evaluation.runner import EvalOptions
+            from overmem.evaluation.inprocess import evaluate_live
+            from overmem.evaluation.runner import EvalOptions
 
             device = str(next(model.parameters()).device)
             options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,

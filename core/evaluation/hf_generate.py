@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.data.template import STOP_MARKER
+from overmem.data.template import STOP_MARKER
 
 
 def cut_at_marker(text: str, marker: str = STOP_MARKER) -> str:
@@ -30,8 +30,8 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     """Greedy continuations (token ids, without the prompt) of each prompt, in input order."""
     import torch
 
-    from core.data.encoding import Encoded, collate
-    from core.evaluation.perplexity import length_batches
+    from overmem.data.encoding import Encoded, collate
+    from overmem.evaluation.perplexity import length_batches
 
     out: list[list[int] | None] = [None] * len(prompts)
     was_training = model.training

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from core.evaluation.runner import EvalOptions, Evaluator
+from overmem.evaluation.runner import EvalOptions, Evaluator
 
 
 class LiveModels:

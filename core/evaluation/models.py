@@ -6,8 +6,8 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.errors import ModelError
-from core.rundir.records import KIND_BASE, CheckpointInfo
+from overmem.errors import ModelError
+from overmem.rundir.records import KIND_BASE, CheckpointInfo
 
 FORMAT_BASE, FORMAT_ADAPTER, FORMAT_FULL = "base", "adapter", "full"
 
@@ -36,7 +36,7 @@ class HFModels:
     are attached to it and removed again (unload, no merge: the base stays exact)."""
 
     def __init__(self, base: dict, device: str | None = None, dtype=None) -> None:
-        from core.models.loading import default_device, default_dtype
+        from overmem.models.loading import default_device, default_dtype
 
         self.base_ref = base
         self.device = device or default_device()
@@ -47,14 +47,14 @@ class HFModels:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from core.models.loading import load_tokenizer
+            from overmem.models.loading import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.base_ref)
         return self._tokenizer
 
     def base(self):
         if self._base is None:
-            from core.models.loading import load_model
+            from overmem.models.loading import load_model
 
             self._base = load_model(self.base_ref, dtype=self.dtype, device=self.device)
             self._base.eval()
@@ -80,7 +80,7 @@ class HFModels:
         else:
             from transformers import AutoModelForCausalLM
 
-            from core.models.loading import quiet_transformers
+            from overmem.models.loading import quiet_transformers
 
             quiet_transformers()
             try:

@@ -10,7 +10,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from core.data.encoding import Encoded, collate
+from overmem.data.encoding import Encoded, collate
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ def response_nll(model, ids, mask, labels):
     import torch
     import torch.nn.functional as F
 
-    from core.data.encoding import IGNORE
+    from overmem.data.encoding import IGNORE
 
     targets = labels[:, 1:]
     keep = targets != IGNORE
     split = _split_head(model)
     if split is None:
-        from core.training.losses import token_nll
+        from overmem.training.losses import token_nll
 
         nll, valid = token_nll(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, labels)
         return (nll * valid).sum(dim=1), valid.sum(dim=1)

@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from core.data.answers import answers_match, extract_answer
-from core.data.encoding import encode, encode_prompt
-from core.data.loaders import SplitSpec, select
-from core.data.template import PROMPT_TEMPLATE, STOP_MARKER
-from core.errors import UnknownCheckpoint, UnknownSplit, UsageError
-from core.evaluation import perplexity
-from core.evaluation.hf_generate import cut_at_marker
-from core.rundir import Metric, RunDir, RunReader, canonical_split
-from core.rundir.io import write_jsonl_atomic
-from core.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
+from overmem.data.answers import answers_match, extract_answer
+from overmem.data.encoding import encode, encode_prompt
+from overmem.data.loaders import SplitSpec, select
+from overmem.data.template import PROMPT_TEMPLATE, STOP_MARKER
+from overmem.errors import ClaimLost, UnknownCheckpoint, UnknownSplit, UsageError
+from overmem.evaluation import perplexity
+from overmem.evaluation.hf_generate import cut_at_marker
+from overmem.rundir import Metric, RunDir, RunReader, canonical_split
+from overmem.rundir.claims import CLAIM_TIMEOUT
+from overmem.rundir.io import write_jsonl_atomic
+from overmem.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 METRICS = ("ppl", "acc")
 BACKENDS = ("auto", "hf", "vllm")
@@ -40,6 +41,8 @@ class EvalOptions:
     force: bool = False
     metrics: tuple[str, ...] = METRICS
     split_files: dict = field(default_factory=dict)  # name -> SplitSpec json, for runs without definitions
+    steal_claims: bool = False  # evaluate checkpoints other evaluators claim (a human who knows better)
+    claim_timeout: float = CLAIM_TIMEOUT  # a claim without a heartbeat this long is taken over
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class HFGenerator:
         self.batch_size = batch_size
 
     def generate(self, ckpt, prompts, max_new_tokens, model=None, progress=None):
-        from core.evaluation.hf_generate import generate
+        from overmem.evaluation.hf_generate import generate
 
         return generate(model, self.models.tokenizer, prompts, max_new_tokens, self.batch_size,
                         self.models.device, STOP_MARKER, progress)
@@ -106,6 +109,8 @@ class Evaluator:
         self._models = models
         self._generator = None
         self._rows: dict[str, list[dict]] = {}
+        self._claim = None
+        self._forced: set[str] = set()
 
     # -- setup -------------------------------------------------------------------
     def _split_specs(self, run: Run) -> dict[str, SplitSpec]:
@@ -122,7 +127,7 @@ class Evaluator:
     @property
     def models(self):
         if self._models is None:
-            from core.evaluation.models import HFModels
+            from overmem.evaluation.models import HFModels
 
             self._models = HFModels(self.info.base_model)
         return self._models
@@ -130,7 +135,7 @@ class Evaluator:
     def generator(self):
         if self._generator is None:
             backend = self.options.backend
-            from core.evaluation import vllm_backend
+            from overmem.evaluation import vllm_backend
 
             use_vllm = backend == "vllm" or (backend == "auto" and vllm_backend.available()
                                                and not self.info.base_model.get("gguf_file")
@@ -146,7 +151,7 @@ class Evaluator:
         return self._generator
 
     def _max_rank(self) -> int:
-        from core.evaluation.vllm_backend import lora_rank_limit
+        from overmem.evaluation.vllm_backend import lora_rank_limit
 
         ranks = []
         for ckpt in self.reader.snapshot().checkpoints:
@@ -168,6 +173,10 @@ class Evaluator:
         rows = self._rows[split]
         return rows[: self.options.limit] if self.options.limit else rows
 
+    def gradable(self, split: str) -> bool:
+        """True when some reference of the split states a gold answer (else accuracy is skipped)."""
+        return any(r.get("answer") is not None for r in self.rows(split))
+
     # -- what is left ---------------------------------------------------------------
     def todo(self, run: Run) -> list[tuple[CheckpointInfo, list[tuple[str, str]]]]:
         # overmem's own records (aggregate "mean"); an HF Trainer's eval_loss (token ppl) or
@@ -184,8 +193,9 @@ class Evaluator:
         for ckpt in chosen:
             if ckpt.path is None and ckpt.kind != "base":
                 continue
+            redo = self.options.force and ckpt.name not in self._forced  # --force: once per checkpoint
             need = [(s, m) for s in self.specs for m in self.options.metrics
-                    if self.options.force or (ckpt.name, s, m) not in done]
+                    if (m != "acc" or self.gradable(s)) and (redo or (ckpt.name, s, m) not in done)]
             if need:
                 out.append((ckpt, need))
         return out
@@ -194,18 +204,38 @@ class Evaluator:
     def evaluate_pending(self, *, only_one: bool = False) -> int:
         """Evaluate what is left (claiming each checkpoint); returns how many were done."""
         count = 0
-        for ckpt, need in self.todo(self.reader.snapshot()):
-            if not self.rundir.try_claim(ckpt.name):
+        for ckpt, _ in self.todo(self.reader.snapshot()):
+            claim = self.rundir.try_claim(ckpt.name, steal=self.options.steal_claims,
+                                          timeout=self.options.claim_timeout)
+            if claim is None:
                 self.on_event(EvalEvent("skip", ckpt.name, text="claimed by another evaluator"))
                 continue
-            try:
-                self.evaluate_checkpoint(ckpt, need)
-            finally:
-                self.rundir.release_claim(ckpt.name)
+            with claim.heartbeat():
+                # what is left now: another evaluator may have finished it since the list was made
+                need = dict((c.name, n) for c, n in self.todo(self.reader.snapshot())).get(ckpt.name)
+                if not need:
+                    continue
+                self._claim = claim
+                try:
+                    self.evaluate_checkpoint(ckpt, need)
+                except ClaimLost as exc:
+                    self.on_event(EvalEvent("note", ckpt.name, text=str(exc)))
+                    continue
+                finally:
+                    self._claim = None
+                    self._forced.add(ckpt.name)
             count += 1
             if only_one:
                 break
         return count
+
+    def _record(self, records: list[Metric]) -> None:
+        """Append records, unless this evaluator's claim was taken over meanwhile (then another
+        evaluator writes them: each record exactly once)."""
+        if self._claim is not None and not self._claim.held():
+            raise ClaimLost(f"the claim on {records[0].checkpoint} was taken over (its heartbeat stalled); "
+                            "dropping this evaluator's results for it")
+        self.rundir.append(records)
 
     def follow(self, interval: float = 1.0, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Evaluate checkpoints as they appear, in order, until the training run ends."""
@@ -228,7 +258,7 @@ class Evaluator:
         hf_needed = any(m == "ppl" for _, m in need) or isinstance(gen, HFGenerator)
         fallback = None
         if isinstance(gen, VllmGreedy) and ckpt.path is not None and (ckpt.path / "adapter_config.json").is_file():
-            from core.evaluation.vllm_backend import unservable_reason
+            from overmem.evaluation.vllm_backend import unservable_reason
 
             reason = unservable_reason(ckpt.path)
             if reason:
@@ -270,26 +300,34 @@ class Evaluator:
         now = time.time()
         records = [Metric(ckpt.name, split, "ppl", value, aggregate, len(samples), now)
                    for aggregate, value in perplexity.aggregates(samples).items()]
-        self.rundir.append(records)
+        self._record(records)
         return records
 
     def _accuracy(self, ckpt, split, gen, model) -> list[Metric]:
         rows = self.rows(split)
+        graded = [(i, r) for i, r in enumerate(rows) if r.get("answer") is not None]
+        if len(graded) < len(rows):
+            fmt = self.specs[split].source.answer_format
+            self.on_event(EvalEvent("note", ckpt.name, split, text=(
+                f"{len(rows) - len(graded)} of {len(rows)} {split} references state no gold answer "
+                f"(answer format {fmt}); accuracy counts the other {len(graded)}")))
+        if not graded:
+            return []
         tok = self.models.tokenizer
-        prompts = [encode_prompt(tok, r["query"], self.template) for r in rows]
+        prompts = [encode_prompt(tok, r["query"], self.template) for _, r in graded]
         outputs = gen.generate(ckpt, prompts, self.options.max_new_tokens, model=model,
-                               progress=self._progress(ckpt, split, "gen", len(rows)))
+                               progress=self._progress(ckpt, split, "gen", len(graded)))
         sidecar, correct = [], 0
-        for i, (row, ids) in enumerate(zip(rows, outputs)):
+        for (i, row), ids in zip(graded, outputs):
             text = cut_at_marker(tok.decode(ids, skip_special_tokens=True))
             predicted = extract_answer(text, self.answer_formats, self.answer_fallback)
-            ok = answers_match(predicted, row.get("answer"))
+            ok = answers_match(predicted, row["answer"])
             correct += ok
-            sidecar.append({"idx": i, "generation": text, "extracted": predicted, "gold": row.get("answer"),
+            sidecar.append({"idx": i, "generation": text, "extracted": predicted, "gold": row["answer"],
                             "correct": ok})
         self.rundir.write_sidecar(ckpt.name, split, "gen", sidecar)
-        record = Metric(ckpt.name, split, "acc", correct / len(rows) if rows else 0.0, "mean", len(rows), time.time())
-        self.rundir.append([record])
+        record = Metric(ckpt.name, split, "acc", correct / len(graded), "mean", len(graded), time.time())
+        self._record([record])
         return [record]
 
     def close(self) -> None:

@@ -12,8 +12,8 @@ import gc
 import os
 from pathlib import Path
 
-from core.errors import BackendUnavailable
-from core.rundir.records import CheckpointInfo
+from overmem.errors import BackendUnavailable
+from overmem.rundir.records import CheckpointInfo
 
 # Ranks vLLM's LoRA kernels are built for.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -42,7 +42,7 @@ def available() -> bool:
 
 def unservable_reason(path: Path) -> str | None:
     """Why vLLM cannot serve this adapter (None when it can)."""
-    from core.evaluation.models import adapter_config
+    from overmem.evaluation.models import adapter_config
 
     cfg = adapter_config(path)
     if cfg.get("modules_to_save"):
@@ -111,7 +111,7 @@ class VllmGenerator:
         return self._engines[key]
 
     def _target(self, ckpt: CheckpointInfo):
-        from core.evaluation.models import FORMAT_ADAPTER, FORMAT_BASE, checkpoint_format
+        from overmem.evaluation.models import FORMAT_ADAPTER, FORMAT_BASE, checkpoint_format
 
         fmt = checkpoint_format(ckpt)
         base_path = self.base.get("path") or self.base["id"]

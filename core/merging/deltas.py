@@ -16,8 +16,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import MergeError
-from core.merging.safetensors_io import TensorReader
+from overmem.errors import MergeError
+from overmem.merging.safetensors_io import TensorReader
 
 PEFT_PREFIX = "base_model.model."
 RAW_SVD_INITS = ("pissa", "olora", "corda", "loftq")

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.errors import MergeError, OutputExists, UsageError
-from core.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
-from core.merging.methods import get_method
-from core.merging.safetensors_io import ShardWriter, TensorReader, plan_shards, write_index
-from core.rundir import KIND_MERGE, CheckpointInfo, RunDir, load_run
-from core.rundir.io import staged_dir
-from core.rundir.records import Run
+from overmem.errors import MergeError, OutputExists, UsageError
+from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
+from overmem.merging.methods import get_method
+from overmem.merging.safetensors_io import ShardWriter, TensorReader, plan_shards, write_index
+from overmem.rundir import KIND_MERGE, CheckpointInfo, RunDir, load_run
+from overmem.rundir.io import staged_dir
+from overmem.rundir.records import Run
 
 FORMS = ("full", "adapter")
 DEFAULT_SHARD_BYTES = 2 * 1024**3

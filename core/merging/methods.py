@@ -63,7 +63,7 @@ register(MergeMethod("ties", "TIES: trim to the top 20% of each delta, elect sig
 
 
 def get_method(name: str) -> MergeMethod:
-    from core.errors import UsageError
+    from overmem.errors import UsageError
 
     try:
         return MergeMethod.registry[name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import ModelError
+from overmem.errors import ModelError
 
 PRESETS = {"tiny": "the shipped ~0.7M-parameter Llama pretrained on synthetic-math's distribution"}
 
@@ -16,7 +16,7 @@ PRESETS = {"tiny": "the shipped ~0.7M-parameter Llama pretrained on synthetic-ma
 def resolve_base(model: str, trust_remote_code: bool = False) -> dict:
     """The base-model record of run.json for a --model value."""
     if model == "tiny":
-        from core.models.tiny import TINY_DIR
+        from overmem.models.tiny import TINY_DIR
 
         if not (TINY_DIR / "config.json").is_file():
             raise ModelError(f"the tiny preset is missing from {TINY_DIR} (run scripts/pretrain_tiny.py)")

@@ -17,7 +17,7 @@ def build_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from core.data.synthetic import vocabulary
+    from overmem.data.synthetic import vocabulary
 
     vocab = {w: i for i, w in enumerate(SPECIALS + vocabulary())}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))

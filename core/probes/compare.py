@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.rundir.records import Run
+from overmem.rundir.records import Run
 
 _HIGHER = ("acc_", "pass@", "maj@", "ead", "distinct", "semantic", "best_of", "sample_accuracy")
 _LOWER = ("drop", "ece", "auroc", "tpr@")

@@ -14,15 +14,15 @@ from typing import Callable
 
 import numpy as np
 
-from core.data.answers import answers_match, extract_answer
-from core.data.encoding import encode, encode_prompt
-from core.data.loaders import SplitSpec, resolve_source, select
-from core.errors import UsageError
-from core.evaluation.hf_generate import cut_at_marker, generate
-from core.evaluation.models import HFModels
-from core.probes import metrics as pm
-from core.rundir import Metric, RunDir, load_run
-from core.rundir.records import CheckpointInfo
+from overmem.data.answers import answers_match, extract_answer
+from overmem.data.encoding import encode, encode_prompt
+from overmem.data.loaders import SplitSpec, resolve_source, select
+from overmem.errors import UsageError
+from overmem.evaluation.hf_generate import cut_at_marker, generate
+from overmem.evaluation.models import HFModels
+from overmem.probes import metrics as pm
+from overmem.rundir import Metric, RunDir, load_run
+from overmem.rundir.records import CheckpointInfo
 
 PREAMBLES = (
     "First, let's tackle this step by step together.",
@@ -65,7 +65,7 @@ def token_scores(logits, targets):
 
 def resolve_checkpoints(run, names: list[str]) -> list[str]:
     """Names, with 'recommended' and 'latest' resolved from the run."""
-    from core.summary import summarize
+    from overmem.summary import summarize
 
     out = []
     for name in names:
@@ -117,7 +117,7 @@ class ProbeRunner:
 
     # -- generation ----------------------------------------------------------------
     def _use_vllm(self) -> bool:
-        from core.evaluation import vllm_backend
+        from overmem.evaluation import vllm_backend
 
         backend = self.options.backend
         if backend == "hf":
@@ -128,7 +128,7 @@ class ProbeRunner:
 
     def _vllm_generator(self):
         if self._vllm is None:
-            from core.evaluation.vllm_backend import VllmGenerator, lora_rank_limit
+            from overmem.evaluation.vllm_backend import VllmGenerator, lora_rank_limit
             import json
 
             ranks = []
@@ -141,7 +141,7 @@ class ProbeRunner:
         return self._vllm
 
     def _servable(self, ckpt) -> bool:
-        from core.evaluation.vllm_backend import unservable_reason
+        from overmem.evaluation.vllm_backend import unservable_reason
 
         return ckpt.path is None or not (ckpt.path / "adapter_config.json").is_file() or \
             unservable_reason(ckpt.path) is None
@@ -157,7 +157,7 @@ class ProbeRunner:
         return [cut_at_marker(self.tok.decode(i, skip_special_tokens=True)) for i in ids]
 
     def sample(self, ckpt, model, prompts, n):
-        from core.probes.sampling import hf_sample, vllm_sample
+        from overmem.probes.sampling import hf_sample, vllm_sample
 
         o = self.options
         if self._use_vllm() and self._servable(ckpt):
@@ -281,7 +281,7 @@ class ProbeRunner:
     def mia(self, ckpt, model):
         import torch
 
-        from core.data.encoding import collate
+        from overmem.data.encoding import collate
 
         members, heldout = self._mia_rows()
         scores = {"loss": ([], []), "zlib": ([], []), "mink": ([], []), "minkpp": ([], [])}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.data.template import STOP_MARKER
+from overmem.data.template import STOP_MARKER
 
 
 def hf_sample(model, tokenizer, prompts: list[list[int]], n: int, temperature: float, max_new_tokens: int,
@@ -11,7 +11,7 @@ def hf_sample(model, tokenizer, prompts: list[list[int]], n: int, temperature: f
     model's own (untempered) distribution."""
     import torch
 
-    from core.data.encoding import Encoded, collate
+    from overmem.data.encoding import Encoded, collate
 
     torch.manual_seed(seed)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id

@@ -1,8 +1,8 @@
 """The run-directory contract: layout, records, the one reader and the one writer."""
 
-from core.rundir.layout import RunDir
-from core.rundir.reader import BASE_CHECKPOINT, RunReader, load_run
-from core.rundir.records import (
+from overmem.rundir.layout import RunDir
+from overmem.rundir.reader import BASE_CHECKPOINT, RunReader, load_run
+from overmem.rundir.records import (
     KIND_ADAPTER,
     KIND_BASE,
     KIND_FULL,

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.rundir.records import (
+from overmem.rundir.records import (
     KIND_ADAPTER,
     KIND_FULL,
     STATUS_FINISHED,

@@ -57,14 +57,16 @@ def append_line(path: Path, obj: dict) -> None:
 
     O_APPEND puts every write at the current end; the lock makes the write of a
     long line indivisible for other overmem writers even on file systems where
-    O_APPEND alone does not promise it.
+    O_APPEND alone does not promise it. A torn line left by a writer that died
+    mid-write is cut first, so it never merges with this record.
     """
     data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            drop_torn_tail(fd)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
@@ -73,6 +75,27 @@ def append_line(path: Path, obj: dict) -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def drop_torn_tail(fd: int, chunk: int = 4096) -> int:
+    """Cut an incomplete last line (a writer died mid-write) so the next record starts on a
+    line of its own; returns the bytes dropped. Call it holding the file's lock: then no
+    writer is mid-write, and readers never read past the last newline anyway."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            keep = start + at + 1
+            break
+        end = start
+    else:
+        keep = 0
+    os.ftruncate(fd, keep)
+    return size - keep
 
 
 @dataclass(frozen=True)

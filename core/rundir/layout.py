@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from core import __version__
-from core.errors import OutputExists, RunNotFound
-from core.rundir import io
-from core.rundir.records import (
+from overmem import __version__
+from overmem.errors import CorruptRun, OutputExists, RunNotFound
+from overmem.rundir import io
+from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, holders, try_claim
+from overmem.rundir.records import (
     CheckpointInfo,
     Metric,
     RunInfo,
@@ -106,7 +106,10 @@ class RunDir:
     def read_info(self) -> RunInfo:
         if not self.exists():
             raise RunNotFound(f"{self.path} has no {RUN_JSON}")
-        return RunInfo.from_json(io.read_json(self.run_json))
+        try:
+            return RunInfo.from_json(io.read_json(self.run_json))
+        except (ValueError, TypeError) as exc:  # bad JSON or a record of the wrong shape
+            raise CorruptRun(f"{self.run_json}: {exc}") from exc
 
     def update_info(self, **changes) -> RunInfo:
         info = replace(self.read_info(), updated=time.time(), **changes)
@@ -171,53 +174,9 @@ class RunDir:
         return name if isinstance(name, str) else None
 
     # -- claims ------------------------------------------------------------------
-    def try_claim(self, checkpoint: str) -> bool:
-        """Claim a checkpoint for evaluation; False if a live evaluator holds it.
+    def try_claim(self, checkpoint: str, *, steal: bool = False, timeout: float = CLAIM_TIMEOUT) -> Claim | None:
+        """Claim a checkpoint for evaluation; None while a live evaluator holds it (claims.py)."""
+        return try_claim(self.claim_path(checkpoint), steal=steal, timeout=timeout)
 
-        A claim left by a dead process on this host is taken over.
-        """
-        path = self.claim_path(checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                if _claim_is_stale(path):
-                    try:
-                        path.unlink()
-                    except FileNotFoundError:
-                        pass
-                    continue
-                return False
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            return True
-        return False
-
-    def release_claim(self, checkpoint: str) -> None:
-        try:
-            self.claim_path(checkpoint).unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _claim_is_stale(path: Path) -> bool:
-    try:
-        obj = io.read_json(path)
-    except (OSError, ValueError):
-        # Being written right now by its owner, or unreadable garbage: only garbage
-        # older than a minute counts as stale.
-        try:
-            return time.time() - path.stat().st_mtime > 60
-        except FileNotFoundError:
-            return True
-    if obj.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(obj.get("pid")), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, TypeError, ValueError):
-        return False
-    return False
+    def claimed(self) -> list[str]:
+        return holders(self.path / CLAIMS)

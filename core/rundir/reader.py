@@ -12,11 +12,11 @@ import json
 import os
 from pathlib import Path
 
-from core.errors import CorruptRun, RunNotFound
-from core.rundir import hf_trainer
-from core.rundir.io import JsonlTail, read_json
-from core.rundir.layout import CHECKPOINT_JSON, RunDir
-from core.rundir.records import (
+from overmem.errors import CorruptRun, RunNotFound
+from overmem.rundir import hf_trainer
+from overmem.rundir.io import JsonlTail, read_json
+from overmem.rundir.layout import CHECKPOINT_JSON, RunDir
+from overmem.rundir.records import (
     KIND_BASE,
     CheckpointInfo,
     Metric,

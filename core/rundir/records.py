@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from overmem.errors import CorruptRun
+
 SCHEMA_VERSION = 1
 
 STATUS_RUNNING = "running"
@@ -31,8 +33,8 @@ def canonical_split(name: str) -> str:
     return SPLIT_ALIASES.get(name, name)
 
 
-class RecordError(ValueError):
-    """A JSON record that does not have the shape of the contract."""
+class RecordError(CorruptRun, ValueError):
+    """A JSON record that does not have the shape of the contract (a ValueError too, for parsers)."""
 
 
 def _number(obj: dict, key: str, *, optional: bool = False) -> float | None:

@@ -1,4 +1,4 @@
-"""``python -m core.training CONFIG.json [--resume]``: train from a saved TrainConfig, quietly.
+"""``python -m overmem.training CONFIG.json [--resume]``: train from a saved TrainConfig, quietly.
 
 Used by ``overmem demo`` to train in a process of its own while it evaluates
 (no typer or rich needed: core stays UI-free).
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
-from core.training.config import TrainConfig
-from core.training.methods import MethodConfig
-from core.training.trainer import train
+from overmem.training.config import TrainConfig
+from overmem.training.methods import MethodConfig
+from overmem.training.trainer import train
 
 
 def main(argv: list[str]) -> int:

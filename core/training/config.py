@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from core.data.template import PROMPT_TEMPLATE
-from core.errors import UsageError
-from core.training.methods import MethodConfig
+from overmem.data.template import PROMPT_TEMPLATE
+from overmem.errors import UsageError
+from overmem.training.methods import MethodConfig
 
 SCHEDULES = ("linear", "constant", "cosine")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
-from core.data.encoding import IGNORE
+from overmem.data.encoding import IGNORE
 
 
 def token_nll(logits, labels):
@@ -56,7 +56,7 @@ register(Loss("mar", "memorization-aware reweighting: CE_t x (1 - p(y_t)), p wit
 
 
 def get_loss(name: str) -> Loss:
-    from core.errors import UsageError
+    from overmem.errors import UsageError
 
     try:
         return Loss.registry[name]

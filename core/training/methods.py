@@ -81,7 +81,7 @@ register(Method("full", "full finetuning: every weight", "full"))
 
 
 def get_method(name: str) -> Method:
-    from core.errors import UsageError
+    from overmem.errors import UsageError
 
     try:
         return Method.registry[name]
@@ -102,7 +102,7 @@ def apply_method(model, cfg: MethodConfig):
         return model
     from peft import LoraConfig, get_peft_model
 
-    from core.errors import UsageError
+    from overmem.errors import UsageError
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in cfg.targets if t not in present]

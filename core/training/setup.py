@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.data.answers import EXTRACTORS
-from core.data.loaders import count_rows, default_splits, resolve_source
-from core.errors import DataError
-from core.models.loading import resolve_base
-from core.training.config import TrainConfig
-from core.training.methods import get_method
+from overmem.data.answers import EXTRACTORS
+from overmem.data.loaders import count_rows, default_splits, resolve_source
+from overmem.errors import DataError
+from overmem.models.loading import resolve_base
+from overmem.training.config import TrainConfig
+from overmem.training.methods import get_method
 
 # Paper sizes: MetaTrain/MetaTest/GSM8K test all have GSM8K test's 1,319 samples.
 PAPER_EVAL_SIZE = 1319

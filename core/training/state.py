@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.rundir.io import atomic_write_json, swap_in
+from overmem.rundir.io import atomic_write_json, swap_in
 
 PROGRESS = "progress.json"
 

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.data.encoding import collate, encode
-from core.data.loaders import SplitSpec, select
-from core.errors import DataError, UsageError
-from core.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
-from core.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
-from core.training import state as resume_state
-from core.training.config import TrainConfig
-from core.training.distributed import Dist, close_dist, init_dist
-from core.training.losses import get_loss
-from core.training.methods import (
+from overmem.data.encoding import collate, encode
+from overmem.data.loaders import SplitSpec, select
+from overmem.errors import DataError, UsageError
+from overmem.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
+from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from overmem.training import state as resume_state
+from overmem.training.config import TrainConfig
+from overmem.training.distributed import Dist, close_dist, init_dist
+from overmem.training.losses import get_loss
+from overmem.training.methods import (
     adapter_tensors,
     apply_method,
     describe,
@@ -107,7 +107,7 @@ class Training:
     def _setup(self) -> None:
         import torch
 
-        from core.models.loading import default_dtype, load_model, load_tokenizer
+        from overmem.models.loading import default_dtype, load_model, load_tokenizer
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)

@@ -18,7 +18,7 @@ def demo(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
     """Show over-memorization in minutes: the tiny model on synthetic-math, live."""
-    from core.demo import DEMO_LR, SWEEP_LRS, DemoSettings, outcome, prepare, start_in_background
+    from overmem.demo import DEMO_LR, SWEEP_LRS, DemoSettings, outcome, prepare, start_in_background
     from overmem_tui.render import advice_text, phase_table
     from rich.console import Console
 

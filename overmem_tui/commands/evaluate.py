@@ -24,9 +24,9 @@ def eval_command(
     response_field: Annotated[Optional[str], typer.Option("--response-field", help="For --split-file data.")] = None,
 ) -> None:
     """Evaluate checkpoints: reference perplexity and greedy accuracy per split."""
-    from core.errors import UsageError
-    from core.evaluation.runner import METRICS, EvalOptions, Evaluator
-    from core.data.loaders import SplitSpec, resolve_source
+    from overmem.errors import UsageError
+    from overmem.evaluation.runner import METRICS, EvalOptions, Evaluator
+    from overmem.data.loaders import SplitSpec, resolve_source
     from overmem_tui.options import csv_list, name_paths
     from overmem_tui.progress import EvalDisplay
 
@@ -57,8 +57,8 @@ def eval_command(
         finally:
             evaluator.close()
     display.console.print(f"evaluated {count} checkpoint(s)")
-    from core.rundir import load_run
-    from core.summary import summarize
+    from overmem.rundir import load_run
+    from overmem.summary import summarize
     from overmem_tui.render import advice_text, phase_table
 
     summary = summarize(load_run(run))

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from core.merging.methods import MergeMethod
+from overmem.merging.methods import MergeMethod
 from overmem_tui.options import ForceOpt
 
 
@@ -20,8 +20,8 @@ def merge(
     force: ForceOpt = False,
 ) -> None:
     """Merge checkpoints exactly: theta_base + sum_i w_i delta_i (LoRA delta = scale * B @ A)."""
-    from core.errors import UsageError
-    from core.merging.merge import plan_merge, run_merge
+    from overmem.errors import UsageError
+    from overmem.merging.merge import plan_merge, run_merge
     from overmem_tui.options import csv_list
     from overmem_tui.progress import merge_progress
 

@@ -26,10 +26,10 @@ def probe(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
-    from core.errors import UsageError
-    from core.probes.compare import probe_json, probe_rows
-    from core.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
-    from core.rundir import load_run
+    from overmem.errors import UsageError
+    from overmem.probes.compare import probe_json, probe_rows
+    from overmem.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
+    from overmem.rundir import load_run
     from overmem_tui.options import csv_list, name_paths
 
     sets = name_paths(ood, "--ood")

@@ -17,9 +17,9 @@ def recommend(
     z: ZOpt = 2.0,
 ) -> None:
     """Classify checkpoints by phase and recommend one, with reasons."""
-    from core.phases import Thresholds
-    from core.rundir import load_run
-    from core.summary import require_metrics, summarize, summary_json
+    from overmem.phases import Thresholds
+    from overmem.rundir import load_run
+    from overmem.summary import require_metrics, summarize, summary_json
 
     thresholds = Thresholds(ppl_factor=ppl_factor, band=band, z=z)
     summary = require_metrics(summarize(load_run(run, strict=True), split, thresholds))

@@ -14,9 +14,9 @@ def report(
     split: SplitOpt = None,
 ) -> None:
     """Figure and report: curves by phase, the recommendation, merges and probes."""
-    from core.report import write_report
-    from core.rundir import load_run
-    from core.summary import require_metrics, summarize
+    from overmem.report import write_report
+    from overmem.rundir import load_run
+    from overmem.summary import require_metrics, summarize
 
     summary = require_metrics(summarize(load_run(run), split))
     target = out or Path(summary.run.path) / "report.md"

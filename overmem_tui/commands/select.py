@@ -16,7 +16,7 @@ def select(
     force: ForceOpt = False,
 ) -> None:
     """Record the chosen checkpoint in the run; optionally export it to a folder."""
-    from core.selection import select_checkpoint
+    from overmem.selection import select_checkpoint
 
     target = select_checkpoint(run, name, export, link=link, force=force)
     typer.echo(f"selected {name}" + (f" -> {target}" if target else ""))

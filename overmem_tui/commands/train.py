@@ -5,8 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from core.training.losses import Loss
-from core.training.methods import Method
+from overmem.training.losses import Loss
+from overmem.training.methods import Method
 
 
 def _choices(registry: dict) -> str:
@@ -47,18 +47,18 @@ def train(
     """Finetune a model, saving a checkpoint per epoch into an overmem run directory."""
     from overmem_tui.options import csv_list
     from overmem_tui.progress import TrainDisplay
-    from core.training.config import TrainConfig
-    from core.training.trainer import train as run_training
-    from core.rundir import RunDir
+    from overmem.training.config import TrainConfig
+    from overmem.training.trainer import train as run_training
+    from overmem.rundir import RunDir
 
     if resume:
         cfg = TrainConfig.from_run(RunDir(out).read_info(), str(out))
     else:
         if not model or not data:
-            from core.errors import UsageError
+            from overmem.errors import UsageError
 
             raise UsageError("--model and --data are required (unless --resume)")
-        from core.training.setup import DataOptions, build_config
+        from overmem.training.setup import DataOptions, build_config
 
         cfg = build_config(
             model=model, out=str(out), method=method, loss=loss, r=rank, alpha=alpha, dropout=dropout,
@@ -70,7 +70,7 @@ def train(
         )
     after = None
     if evaluate or cfg.eval:
-        from core.evaluation.inprocess import evaluate_after_checkpoint
+        from overmem.evaluation.inprocess import evaluate_after_checkpoint
 
         after = evaluate_after_checkpoint
     import os

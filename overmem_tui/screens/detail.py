@@ -37,7 +37,7 @@ def histogram(values: list[float], bins: int = BINS, width: int = 40) -> list[st
 
 def load_detail(view: RunView, name: str) -> dict:
     """Read the sidecars of one checkpoint (runs in a worker: file I/O)."""
-    from core.rundir import RunDir
+    from overmem.rundir import RunDir
 
     rd = RunDir(view.run.path)
     out = {}

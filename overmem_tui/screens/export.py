@@ -35,8 +35,8 @@ class ExportScreen(ActionDialog):
 
     @work(thread=True, exclusive=True)
     def export(self, folder: str, link: bool) -> None:
-        from core.errors import OvermemError
-        from core.selection import select_checkpoint
+        from overmem.errors import OvermemError
+        from overmem.selection import select_checkpoint
 
         try:
             target = select_checkpoint(self.run_path, self.checkpoint, folder, link=link)

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from core.phases import Thresholds
+from overmem.phases import Thresholds
 from overmem_tui.messages import RunUpdated
 from overmem_tui.render import advice_text, fmt_acc, fmt_epoch, fmt_ppl, marks_for, phase_badge
 from overmem_tui.state import SORTS, WatchState, phase_of, plots, sorted_rows, status_line
@@ -77,8 +77,8 @@ class WatchScreen(Screen):
     @work(thread=True, exclusive=True, group="poll")
     def poll_runs(self) -> None:
         """Tail every run; post a complete snapshot whenever one changes."""
-        from core.errors import OvermemError
-        from core.rundir import RunReader
+        from overmem.errors import OvermemError
+        from overmem.rundir import RunReader
 
         worker = get_current_worker()
         readers: list[RunReader | None] = [None] * len(self.paths)

@@ -44,8 +44,8 @@ class MergeScreen(ActionDialog):
 
     @work(thread=True, exclusive=True)
     def run_merge(self, weights: list[float]) -> None:
-        from core.errors import OvermemError
-        from core.merging.merge import plan_merge, run_merge
+        from overmem.errors import OvermemError
+        from overmem.merging.merge import plan_merge, run_merge
 
         def progress(done: int, total: int, name: str) -> None:
             self.app.call_from_thread(self._progress, done, total, name)

@@ -9,8 +9,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from core.probes.compare import probe_rows
-from core.rundir.records import Run
+from overmem.probes.compare import probe_rows
+from overmem.rundir.records import Run
 from overmem_tui.render_probes import probe_table
 
 
