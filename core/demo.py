@@ -27,11 +27,14 @@ from overmem.rundir import load_run
 from overmem.summary import Summary, summarize
 from overmem.training.setup import DataOptions, build_config
 
-# The embedded default: full finetuning of the tiny model on 100 problems, batch 2, a
-# linear schedule over 30 epochs: long enough that black, yellow and purple all appear
-# (tuned on seeds 0-4; scripts/demo_seeds.py checks a change of preset on several seeds).
-DEMO_LR = 3e-4
-SWEEP_LRS = (1.5e-4, 3e-4, 6e-4)
+# The embedded default: full finetuning of the tiny model on 200 synthetic-math problems
+# (40 seed questions in 5 versions each), batch 8, a linear schedule over 30 epochs. The
+# model memorizes each seed question's wording within a few epochs, then writes new
+# questions that way: validation perplexity of other valid wordings climbs to twice its
+# minimum and beyond while accuracy stays at its best (scripts/demo_seeds.py checks the
+# promises of core/demo_check.py on several seeds and thread counts).
+DEMO_LR = 4e-4
+SWEEP_LRS = (2e-4, 4e-4, 8e-4)
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,11 @@ class DemoSettings:
     lr: float = DEMO_LR
     seed: int = 0
     epochs: int = 30
-    train_size: int = 100
+    train_size: int = 200
     eval_size: int = 100
     method: str = "full"
-    batch_size: int = 2
+    loss: str = "sft"
+    batch_size: int = 8
     max_new_tokens: int = 64
     lrs: tuple[float, ...] = ()  # sweep: several learning rates, one run each
     force: bool = False
@@ -77,17 +81,15 @@ def train_config(settings: DemoSettings, run_dir: Path, lr: float):
     return build_config(
         model="tiny",
         data=DataOptions("synthetic-math", train_size=settings.train_size, eval_size=settings.eval_size),
-        out=str(run_dir), method=settings.method, loss="sft", seed=settings.seed, lr=lr, epochs=settings.epochs,
+        out=str(run_dir), method=settings.method, loss=settings.loss, seed=settings.seed, lr=lr, epochs=settings.epochs,
         batch_size=settings.batch_size, micro_batch_size=settings.batch_size, max_len=256, schedule="linear",
         warmup_steps=0,
     )
 
 
 def _subprocess_env() -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    # the installed package "overmem" runs, whatever "core" the working directory holds
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _start_training(cfg) -> subprocess.Popen:

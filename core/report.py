@@ -12,16 +12,9 @@ from overmem.phases import Phase
 from overmem.probes.compare import probe_rows
 from overmem.rundir.io import atomic_write_bytes, atomic_write_text
 from overmem.summary import Summary
+from overmem.table import MARK_LEGEND, PALETTE, fmt_pct, fmt_ppl, markdown_table, table_model, x_of
 
-# The phase palette of the figures (the TUI's theme lives in overmem_tui; core stays UI-free).
-PHASE_COLOR = {"black": "#404040", "yellow": "#f2c94c", "purple": "#8e44ad", "overfit": "#c0392b",
-               "unknown": "#bbbbbb"}
 FORMATS = (".png", ".svg", ".md", ".html")
-
-
-def _x(row):
-    c = row.checkpoint
-    return c.epoch if c.epoch is not None else c.step
 
 
 def _ppl_limits(values: list[float]) -> tuple[float, float]:
@@ -48,13 +41,13 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
     from matplotlib.patches import Patch
 
     advice = summary.advice
-    rows = [r for r in summary.rows if r.checkpoint.on_trajectory and _x(r) is not None]
+    rows = [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
     merges = [r for r in summary.rows if r.checkpoint.kind == "merge"]
     splits = [s for s in summary.splits if any(r.get(s).ppl is not None or r.get(s).acc is not None for r in rows)]
     splits = splits or [None]
     height = 3.2 * len(splits)
     fig, axes = plt.subplots(len(splits), 1, figsize=(10, height), squeeze=False)
-    xs = [_x(r) for r in rows]
+    xs = [x_of(r) for r in rows]
     shown: dict[str, None] = {}
     legend: dict[str, object] = {}
     for ax, split in zip(axes[:, 0], splits):
@@ -64,7 +57,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
             shown[phase] = None
             left = (xs[i - 1] + xs[i]) / 2 if i else xs[i] - 0.5
             right = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else xs[i] + 0.5
-            ax.axvspan(left, right, color=PHASE_COLOR[phase], alpha=0.25, lw=0)
+            ax.axvspan(left, right, color=PALETTE[phase], alpha=0.25, lw=0)
         if split is None:
             continue
         ppl = [(x, r.get(split).ppl) for x, r in zip(xs, rows) if r.get(split).ppl is not None]
@@ -87,7 +80,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
             ax2.set_ylim(-3, 103)
         for r in rows:
             if r.name == advice.recommended and r.get(split).ppl is not None:
-                ax.plot([_x(r)], [r.get(split).ppl], marker="*", color="#d4ac0d", ms=16, mec="black",
+                ax.plot([x_of(r)], [r.get(split).ppl], marker="*", color="#d4ac0d", ms=16, mec="black",
                         label=f"recommended {r.name}", ls="")
         for m in merges:
             v = m.get(split)
@@ -100,7 +93,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
             for handle, label in zip(*a.get_legend_handles_labels()):
                 legend.setdefault(label, handle)
     for phase in shown:
-        legend[f"{phase} ({Phase(phase).meaning})"] = Patch(color=PHASE_COLOR[phase], alpha=0.35)
+        legend[f"{phase} ({Phase(phase).meaning})"] = Patch(color=PALETTE[phase], alpha=0.35)
     fig.suptitle(f"{summary.run.name}: perplexity of the reference solutions and accuracy per checkpoint",
                  fontsize=10, y=1 - 0.12 / height)
     if legend:
@@ -113,27 +106,6 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def _fmt(value, pct=False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:.1f}" if pct else f"{value:.4g}"
-
-
-def phase_table_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
-    advice = summary.advice
-    head = ["checkpoint", "epoch"] + [f"{s} {k}" for s in summary.splits for k in ("ppl", "acc%")] + ["phase", ""]
-    body = []
-    for r in summary.rows:
-        verdict = advice.phases.of(r.name)
-        marks = ("★" if r.name == advice.recommended else "") + ("⊕" if advice.merge and r.name in advice.merge else "")
-        cells = [r.name, _fmt(r.checkpoint.epoch)]
-        for s in summary.splits:
-            cells += [_fmt(r.get(s).ppl), _fmt(r.get(s).acc, pct=True)]
-        cells += [verdict.phase.value if verdict else "-", marks]
-        body.append(cells)
-    return head, body
-
-
 def merge_results(summary: Summary) -> list[str]:
     """One line per evaluated merge: its numbers against its parents' on the driving and test splits."""
     lines = []
@@ -143,9 +115,9 @@ def merge_results(summary: Summary) -> list[str]:
             continue
         for split in [s for s in ("test", summary.split) if s in summary.splits][:2]:
             v = r.get(split)
-            parents = " · ".join(f"{p}: ppl {_fmt(by_name[p].get(split).ppl)}, acc {_fmt(by_name[p].get(split).acc, True)}%"
+            parents = " · ".join(f"{p}: ppl {fmt_ppl(by_name[p].get(split).ppl)}, acc {fmt_pct(by_name[p].get(split).acc)}%"
                                  for p in r.checkpoint.parents if p in by_name)
-            lines.append(f"{r.name} on {split}: ppl {_fmt(v.ppl)}, acc {_fmt(v.acc, True)}% ({parents})")
+            lines.append(f"{r.name} on {split}: ppl {fmt_ppl(v.ppl)}, acc {fmt_pct(v.acc)}% ({parents})")
             if split == summary.split:
                 break
     return lines
@@ -167,9 +139,8 @@ def markdown(summary: Summary, figure: str | None = None) -> str:
     t = advice.thresholds
     out += ["", f"Phases on **{advice.split}**; thresholds: ppl factor {t.ppl_factor:g}x and band {t.band:g}x on "
             f"log-ppl, accuracy clearly below the best at {t.z:g} standard errors ({t.rel_tol:.0%} without n).", ""]
-    head, body = phase_table_rows(summary)
-    out += ["## Checkpoints", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(row) + " |" for row in body]
+    model = table_model(summary)
+    out += ["## Checkpoints", "", f"ppl: {summary.ppl_label}; {MARK_LEGEND}", ""] + markdown_table(model)
     merges = merge_results(summary)
     if merges:
         out += ["", "## Merge", ""] + [f"- {line}" for line in merges]
@@ -180,7 +151,7 @@ def markdown(summary: Summary, figure: str | None = None) -> str:
                 "|" + "---|" * (len(names) + 3)]
         for row in rows:
             best = row.best()
-            vals = [("**" + _fmt(row.values[n]) + "**") if n == best else _fmt(row.values[n]) for n in names]
+            vals = [("**" + fmt_ppl(row.values[n]) + "**") if n == best else fmt_ppl(row.values[n]) for n in names]
             out.append(f"| {row.probe} | {row.metric} | " + " | ".join(vals) + f" | {row.better or ''} |")
     return "\n".join(out) + "\n"
 

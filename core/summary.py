@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
-from overmem.history import Row, available_splits, build_table
+from overmem.values import AGGREGATE_NAMES, Aggregate, Row, available_splits, build_rows
 from overmem.phases import Point, Thresholds
 from overmem.rundir.records import KIND_BASE, Run, canonical_split
 
@@ -17,6 +17,13 @@ class Summary:
     rows: tuple[Row, ...]
     splits: tuple[str, ...]
     advice: Advice
+    aggregates: dict[str, Aggregate] = field(default_factory=dict)  # split -> the ppl aggregate it uses
+
+    @property
+    def ppl_label(self) -> str:
+        """What the ppl numbers of the split in force are (e.g. "mean of per-sample ppl")."""
+        agg = self.aggregates.get(self.split or "")
+        return AGGREGATE_NAMES.get(agg.name, agg.name) if agg else "ppl"
 
     @property
     def split(self) -> str | None:
@@ -60,11 +67,29 @@ def summarize(
     thresholds: Thresholds = Thresholds(),
     ppl_aggregate: str = "mean",
 ) -> Summary:
-    rows = build_table(run, ppl_aggregate)
+    rows, aggregates = build_rows(run, ppl_aggregate)
     splits = available_splits(rows)
     chosen = choose_split(splits, split)
     advice = advise(points_for(rows, chosen), chosen, thresholds.validate())
-    return Summary(run=run, rows=rows, splits=splits, advice=advice)
+    notes = _notes(chosen, splits, aggregates)
+    if notes:
+        advice = replace(advice, warnings=tuple(notes) + advice.warnings)
+    return Summary(run=run, rows=rows, splits=splits, advice=advice, aggregates=aggregates)
+
+
+def _notes(chosen: str | None, splits: tuple[str, ...], aggregates: dict) -> list[str]:
+    """Warnings about the data the decision rests on (not about the checkpoints)."""
+    out = []
+    if chosen and chosen != "val" and "val" not in splits:
+        out.append(f"no validation split: phases and the recommendation use {chosen}, so selecting a checkpoint "
+                   f"on it leaks {chosen} into the choice (define one: overmem eval RUN --split-file val=FILE)")
+    agg = aggregates.get(chosen or "")
+    if agg and agg.missing:
+        names = ", ".join(agg.missing[:6]) + (f" and {len(agg.missing) - 6} more" if len(agg.missing) > 6 else "")
+        out.append(f"{chosen} ppl is compared as {AGGREGATE_NAMES.get(agg.name, agg.name)}; {names} "
+                   f"{'has' if len(agg.missing) == 1 else 'have'} only another kind of ppl and stay unclassified "
+                   "until overmem eval scores them")
+    return out
 
 
 def require_metrics(summary: Summary) -> Summary:

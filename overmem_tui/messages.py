@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from overmem.rundir.records import Run
+from overmem_tui.state import RunView
 
 
 class RunUpdated(Message):
-    """A new snapshot of run ``index`` (or the error that prevents reading it)."""
+    """A new view of run ``index`` computed in the worker, or why it cannot be read now."""
 
-    def __init__(self, index: int, run: Run | None, error: str | None = None) -> None:
+    def __init__(self, index: int, view: RunView | None, error: str | None = None) -> None:
         super().__init__()
         self.index = index
-        self.run = run
+        self.view = view
         self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer view of the same run makes an older one still in the queue moot."""
+        return isinstance(message, RunUpdated) and message.index == self.index

@@ -1,7 +1,8 @@
 """What the watch screen shows, as one frozen snapshot, and pure builders over it.
 
 The screen holds exactly one WatchState; every change (new records, a key)
-replaces it. Builders here turn it into plots, table rows and texts; they touch
+replaces it. A run's view (its summary, claims) is computed by the poll worker,
+off the UI thread; builders here turn the state into plots and texts and touch
 no widget and no file.
 """
 
@@ -10,14 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from overmem.history import Row
 from overmem.phases import Thresholds
 from overmem.rundir.records import Run
 from overmem.summary import Summary, summarize
+from overmem.table import MERGE_MARK, RECOMMENDED_MARK, SORTS, pct, phase_of, x_of  # noqa: F401 (re-exported)
 from overmem_tui.plotting import Band, Plot, Series, series_style
-from overmem_tui.theme import MERGE_MARK, RECOMMENDED_MARK
-
-SORTS = ("epoch", "ppl", "acc", "phase")
 
 
 @dataclass(frozen=True)
@@ -25,11 +23,11 @@ class RunView:
     run: Run
     summary: Summary | None
     error: str | None = None
+    claims: tuple[str, ...] = ()  # checkpoints an evaluator works on now
 
 
 @dataclass(frozen=True)
 class WatchState:
-    paths: tuple[str, ...]
     views: tuple[RunView | None, ...]
     active: int = 0
     split: str | None = None
@@ -47,45 +45,33 @@ class WatchState:
         view = self.view
         return view.summary if view else None
 
-    def with_run(self, index: int, run: Run) -> "WatchState":
+    def with_view(self, index: int, view: "RunView") -> "WatchState":
         views = list(self.views)
-        views[index] = make_view(run, self.split if index == self.active else None, self.thresholds)
+        views[index] = view
         return replace(self, views=tuple(views))
 
     def recompute(self, **changes) -> "WatchState":
         """Apply changes (split, thresholds...) and recompute every summary from its run."""
         state = replace(self, **changes)
         views = tuple(
-            make_view(v.run, state.split if i == state.active else None, state.thresholds) if v else None
+            make_view(v.run, state.split if i == state.active else None, state.thresholds, v.claims) if v else None
             for i, v in enumerate(state.views)
         )
         return replace(state, views=views)
 
+    def split_for(self, index: int) -> str | None:
+        return self.split if index == self.active else None
 
-def make_view(run: Run, split: str | None, thresholds: Thresholds) -> RunView:
-    from overmem.errors import OvermemError
 
+def make_view(run: Run, split: str | None, thresholds: Thresholds, claims: tuple[str, ...] = ()) -> RunView:
+    """Everything the screen shows of one run; never raises (an error becomes part of the view)."""
     try:
-        return RunView(run, summarize(run, split, thresholds))
-    except OvermemError as exc:
+        return RunView(run, summarize(run, split, thresholds), claims=claims)
+    except Exception as exc:  # a split that vanished, a bug: shown in the status line, the screen stays
         try:
-            return RunView(run, summarize(run, None, thresholds), error=str(exc))
-        except OvermemError as exc2:
-            return RunView(run, None, error=str(exc2))
-
-
-def phase_of(summary: Summary, name: str) -> str:
-    verdict = summary.advice.phases.of(name)
-    return verdict.phase.value if verdict else "unknown"
-
-
-def x_of(row: Row) -> float | None:
-    ckpt = row.checkpoint
-    if ckpt.epoch is not None:
-        return float(ckpt.epoch)
-    if ckpt.step is not None:
-        return float(ckpt.step)
-    return None
+            return RunView(run, summarize(run, None, thresholds), error=str(exc), claims=claims)
+        except Exception as exc2:  # noqa: BLE001 - same reason
+            return RunView(run, None, error=f"{type(exc2).__name__}: {exc2}", claims=claims)
 
 
 def plots(summary: Summary, log_scale: bool, cursor: str | None = None) -> tuple[Plot, Plot]:
@@ -105,37 +91,23 @@ def plots(summary: Summary, log_scale: bool, cursor: str | None = None) -> tuple
     for i, split in enumerate(summary.splits):
         style, mark = series_style(split, i)
         ppl = tuple((x_of(r), r.get(split).ppl) for r in rows if r.get(split).ppl is not None)
-        acc = tuple((x_of(r), r.get(split).acc * 100) for r in rows if r.get(split).acc is not None)
+        acc = tuple((x_of(r), pct(r.get(split).acc)) for r in rows if r.get(split).acc is not None)
         if ppl:
             ppl_series.append(Series(split, ppl, style, mark))
         if acc:
             acc_series.append(Series(split, acc, style, mark))
-    aggregates = sorted({r.get(s).ppl_aggregate for r in rows for s in summary.splits if r.get(s).ppl_aggregate})
-    agg = "/".join(aggregates) or "mean"
+    agg = summary.ppl_label
     extra = {"x_label": "step" if uses_steps else "epoch"}
     # the base model's ppl is often several times the rest; scaling to it would flatten the
     # rise that matters, so the range follows the finetuned checkpoints (the base sits on the edge)
     tuned = [y for s in ppl_series for x, y in s.points if x > min(x0 for x0, _ in s.points)]
     ppl_range = (min(tuned) * 0.99, max(tuned) * 1.01) if len(tuned) >= 2 else None
-    ppl_plot = Plot(f"perplexity ({agg} ppl{', log scale' if log_scale else ''})", tuple(ppl_series), bands,
+    ppl_plot = Plot(f"perplexity ({agg}{', log scale' if log_scale else ''})", tuple(ppl_series), bands,
                     log_y=log_scale, markers=tuple(markers), cursor_x=cursor_x, y_format="{:.4g}",
                     y_range=ppl_range, extra=extra)
     acc_plot = Plot("accuracy %", tuple(acc_series), bands, markers=tuple(markers), cursor_x=cursor_x,
                     y_format="{:.0f}", y_range=(0.0, 100.0), extra=extra)
     return ppl_plot, acc_plot
-
-
-def sorted_rows(summary: Summary, sort: str) -> list[Row]:
-    rows = list(summary.rows)
-    split = summary.split
-    if sort == "ppl" and split:
-        rows.sort(key=lambda r: (r.get(split).ppl is None, r.get(split).ppl or 0))
-    elif sort == "acc" and split:
-        rows.sort(key=lambda r: (r.get(split).acc is None, -(r.get(split).acc or 0)))
-    elif sort == "phase":
-        order = {"yellow": 0, "purple": 1, "overfit": 2, "black": 3, "unknown": 4}
-        rows.sort(key=lambda r: order.get(phase_of(summary, r.name), 5))
-    return rows
 
 
 def age(seconds: float) -> str:
@@ -163,15 +135,14 @@ def status_line(view: RunView | None, now: float | None = None) -> str:
         saved = [r for r in view.summary.rows if r.checkpoint.path is not None or r.checkpoint.kind == "base"]
         done = [r for r in saved if any(v.ppl is not None or v.acc is not None for v in r.splits.values())]
         parts.append(f"evaluated {len(done)}/{len(saved)} checkpoints")
-    claims = run.path / "claims"
-    if claims.is_dir():
-        busy = sorted(p.stem for p in claims.glob("*.json"))
-        if busy:
-            parts.append(f"evaluating {', '.join(busy)}")
+    if view.claims:
+        parts.append(f"evaluating {', '.join(view.claims)}")
     if run.torn_tail:
         parts.append("metrics.jsonl: waiting for a line to complete")
     if view.error:
         parts.append(f"! {view.error}")
     elif run.problems:
         parts.append(f"! {run.problems[0]}")
+    elif view.summary and view.summary.advice.warnings:
+        parts.append(f"! {view.summary.advice.warnings[0]}")
     return "  ·  ".join(parts)

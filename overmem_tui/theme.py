@@ -1,36 +1,22 @@
-"""Phase colours, defined once for the CLI tables, the TUI and nothing else.
+"""Terminal styles of the phases, derived from the one palette in overmem.table.
 
-Each phase is a badge with its own background, so "black" stays readable on
-dark and light terminal themes alike.
+Each phase is a badge with its own background, so "black" stays readable on dark
+and light terminal themes alike; plot bands use darker tints of the same hues.
 """
 
 from __future__ import annotations
 
-PHASE_STYLE = {
-    "black": "bold #f0f0f0 on #303030",
-    "yellow": "bold #1a1a1a on #e8c547",
-    "purple": "bold #ffffff on #7b3fb8",
-    "overfit": "bold #ffffff on #b03a2e",
-    "unknown": "#9a9a9a",
-}
+from overmem.table import MERGE_MARK, ONSET_MARK, PALETTE, RECOMMENDED_MARK  # noqa: F401 (re-exported)
 
-# Background tints behind curve columns in the TUI plots (same hues, quieter).
-PHASE_BAND = {
-    "black": "#2a2a2a",
-    "yellow": "#4a4012",
-    "purple": "#3b2156",
-    "overfit": "#4d1d18",
-    "unknown": "",
-}
+_TEXT_ON = {"black": "#f0f0f0", "yellow": "#1a1a1a", "purple": "#ffffff", "overfit": "#ffffff"}
 
-PHASE_MARK = {
-    "black": "■",
-    "yellow": "●",
-    "purple": "◆",
-    "overfit": "▼",
-    "unknown": "·",
-}
 
-RECOMMENDED_MARK = "★"
-MERGE_MARK = "⊕"
-ONSET_MARK = "!"
+def _tint(colour: str, factor: float = 0.35) -> str:
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
+
+
+PHASE_STYLE = {phase: (f"bold {_TEXT_ON[phase]} on {colour}" if phase in _TEXT_ON else colour)
+               for phase, colour in PALETTE.items()}
+PHASE_BAND = {phase: ("" if phase == "unknown" else _tint(colour)) for phase, colour in PALETTE.items()}
+PHASE_MARK = {"black": "■", "yellow": "●", "purple": "◆", "overfit": "▼", "unknown": "·"}

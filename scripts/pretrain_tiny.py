@@ -28,7 +28,8 @@ def batches(tokenizer, rng: random.Random, batch_size: int):
     while True:
         texts = []
         for _ in range(batch_size):
-            texts.append(synthetic.pretrain_text(synthetic.problem(0, "pretrain", index, style=synthetic.BROAD), rng))
+            problem = synthetic.problem(0, "pretrain", index, style=synthetic.BROAD, cast=False)
+            texts.append(synthetic.pretrain_text(problem, rng))
             index += 1
         ids = [[tokenizer.bos_token_id] + tokenizer.encode(t, add_special_tokens=False) + [tokenizer.eos_token_id]
                for t in texts]
@@ -46,7 +47,7 @@ def accuracy(model, tokenizer, n: int = 200) -> float:
     model.eval()
     correct = 0
     for i in range(n):
-        p = synthetic.problem(0, "heldout", 100000 + i, style=synthetic.BROAD)
+        p = synthetic.problem(0, "heldout", 100000 + i, style=synthetic.BROAD, cast=False)
         prompt = f"Question : {p.question} Solution :"
         ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.encode(prompt, add_special_tokens=False)])
         out = model.generate(ids, max_new_tokens=80, do_sample=False, pad_token_id=tokenizer.pad_token_id)

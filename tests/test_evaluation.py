@@ -266,3 +266,44 @@ def test_overmem_callback_on_a_real_trainer(tmp_path, toy_llama):
     assert ("ep1", "val", "ppl", "token") in ours  # the Trainer's own eval_loss
     # and `overmem eval` can continue on it (ep0, the base, is still missing)
     assert Evaluator(out, EvalOptions(backend="hf", splits=("val",), max_new_tokens=8)).evaluate_pending() == 1
+
+
+def _tiny_arch(name: str, vocab: int):
+    """A tiny random model of an architecture that changes its logits inside forward."""
+    import transformers
+
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256)
+    configs = {
+        "granite": lambda: transformers.GraniteConfig(**common, logits_scaling=8.0),
+        "cohere": lambda: transformers.CohereConfig(**common, logit_scale=0.0625),
+        "cohere2": lambda: transformers.Cohere2Config(**common, logit_scale=0.0625, sliding_window=64),
+        "llama": lambda: transformers.LlamaConfig(**common),
+    }
+    torch.manual_seed(0)
+    model_cls = {"granite": transformers.GraniteForCausalLM, "cohere": transformers.CohereForCausalLM,
+                 "cohere2": transformers.Cohere2ForCausalLM, "llama": transformers.LlamaForCausalLM}[name]
+    return model_cls(configs[name]()).eval()
+
+
+@pytest.mark.parametrize("arch,fast", [("granite", False), ("cohere", False), ("cohere2", False), ("llama", True)])
+def test_perplexity_equals_the_models_own_logits_on_every_architecture(tiny, arch, fast):
+    """Granite divides its logits and Cohere scales them inside forward: the fast path (LM head
+    on response positions only) would be wrong there, so it is verified on the first batch."""
+    _, tok = tiny
+    model = _tiny_arch(arch, len(tok))
+    encoded = [encode(tok, r["query"], r["response"]) for r in ROWS]
+    notes = []
+    got = perplexity.score(model, encoded, tok.pad_token_id, batch_size=2, on_note=notes.append)
+    for e, s in zip(encoded, got):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([e.input_ids])).logits[0]
+        logp = torch.log_softmax(logits.double(), -1)
+        nll = -sum(logp[t - 1, e.input_ids[t]].item() for t in range(e.n_prompt, len(e.input_ids)))
+        assert s.nll_sum == pytest.approx(nll, rel=1e-5, abs=1e-5)
+    assert bool(notes) is not fast  # the note names the fallback; Llama keeps the fast path
+    ids, mask, labels = perplexity.collate(encoded, tok.pad_token_id)
+    with torch.no_grad():
+        fast_sums, counts = perplexity.head_nll(model, ids, mask, labels)
+        full_sums, _ = perplexity.full_nll(model, ids, mask, labels)
+    assert perplexity.agree(fast_sums, full_sums, counts, False) is fast  # the check can tell them apart

@@ -73,7 +73,7 @@ def merge_source(tmp_path_factory):
         initial = adapter_tensors(model)
         with torch.no_grad():
             for n, p in model.named_parameters():
-                if "lora_" in n:
+                if "lora_" in n and p.requires_grad:  # training moves the trainable adapter only
                     p.add_(torch.randn_like(p) * 0.05)
         # the truth: effective weights of the trained model (residual base + s B A)
         stage(method, "adapter", 6 + k,

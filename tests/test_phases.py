@@ -114,8 +114,24 @@ def test_one_lucky_evaluation_does_not_make_the_rest_look_worse():
     acc = [0.0, 0.9, 0.88, 0.98, 0.9, 0.85, 0.88]
     got, result = phases([4.0, 1.3, 1.28, 1.27, 1.28, 1.29, 1.3], acc, 60)
     assert got == [B, Y, Y, Y, Y, Y, Y]
-    assert result.best_acc == pytest.approx((0.88 + 0.98 + 0.9) / 3)
+    # the window of the 0.98 keeps its consistent neighbour 0.9 and drops the 0.88, which is
+    # clearly different from 0.98 at n=60 (the base's 0.0 never enters any window)
+    assert result.best_acc == pytest.approx((0.98 + 0.9) / 2)
     assert accuracy_is_high(0.85, 60, 0.98, 60, Thresholds()) is False  # what the raw maximum would say
+
+
+def test_a_sharp_early_peak_is_not_averaged_away():
+    """87% right after the base, then a slide to the low 70s (a high learning rate): the base's
+    0% no longer drags the peak's average down, so the slide counts as over-fitting."""
+    acc = [0.0, 0.87, 0.84, 0.80, 0.78, 0.75, 0.74, 0.75, 0.74, 0.75]
+    ppl = [4.0, 1.30, 1.28, 1.32, 1.40, 1.55, 1.70, 1.80, 1.90, 2.00]
+    got, result = phases(ppl, acc, 100)
+    assert result.best_acc == pytest.approx((0.87 + 0.84) / 2)  # ep0 is inconsistent with ep1: left out
+    assert got[:3] == [B, Y, Y] and got[-4:] == [O, O, O, O]
+    assert P not in got
+    # the old rule (every neighbour in the window) averaged ep0's 0% into ep1's window and
+    # took ep2's window (0.87+0.84+0.80)/3 = 0.837 as the best: the 0.74-0.75 tail passed as high
+    assert all(accuracy_is_high(a, 100, 0.837, 300, Thresholds()) for a in (0.74, 0.75))
 
 
 def test_merges_do_not_move_the_trajectory():

@@ -1,18 +1,52 @@
-"""Answer extraction and comparison, behind a registry of extractors.
+"""Answer extraction and grading, behind a registry of extractors.
 
-Gold answers are parsed with their dataset's format; predictions with the
-run's answer formats in order, then (unless strict) the last number in the text.
-Numbers compare numerically after stripping commas, units, "$" and trailing
-".0"; math-verify decides symbolic answers when it is installed.
+Extraction is anchored to each format's marker (METHOD.md 2):
+
+- ``gsm8k``: the last line that starts with ``####`` and goes on with a number
+  (``#### 18``, ``#### $1,234.50``); a Markdown header such as ``#### Step 2: ...``
+  is not an answer.
+- ``metamath``: the text after the last ``The answer is:`` to the end of its line,
+  as MetaMath's own evaluation takes it.
+- ``boxed``: the contents of the last ``\\boxed{...}`` (nested braces kept).
+- ``synthetic``: the answer line of the synthetic-math preset, ``#### The result is n .``.
+- ``last-number``: the last number in the text; used only when asked for (``fallback``),
+  never behind a format that defines a marker.
+
+Grading (``answers_match``) normalizes both sides (Unicode minus, ``{,}``, thin
+spaces, ``$`` and ``%`` signs, thousands separators in groups of three, trailing
+unit words), compares numerically when both are plain numbers, and lets
+math-verify decide everything else (fractions, roots, intervals, sets, LaTeX).
+
+Where overmem differs from lm-evaluation-harness's gsm8k filters, on purpose:
+strict-match takes the FIRST ``#### n`` anywhere in a line; overmem takes the last one
+that starts a line (a model may restate a draft answer before its final one). Its
+flexible-extract takes the last number of the whole text; overmem takes a number
+only after its marker, so ``#### It is not 18`` is wrong here and right there.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# a plain number: thousands separators only in groups of three
+_PLAIN = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\.\d+$")
+_GSM8K_LINE = re.compile(r"^[ \t]*####[ \t]*(.*)$", re.MULTILINE)
+_GSM8K_ANSWER = re.compile(r"^\$?\s*[-+−]?\s*\$?\s*(?:\d|\.\d)")
+_SYNTHETIC = re.compile(r"####\s*The result is\s*(-?\d+(?:\.\d+)?)")
+_UNIT_WORDS = re.compile(r"^(.*?\d)(?:\s+[A-Za-z][A-Za-z.]*)+$")
+
+
+def _gsm8k(text: str) -> str | None:
+    found = None
+    for match in _GSM8K_LINE.finditer(text):
+        rest = match.group(1).strip()
+        if _GSM8K_ANSWER.match(rest):
+            found = rest
+    return found.rstrip(". ").strip() or None if found else None
 
 
 def _after_marker(marker: str) -> Callable[[str], str | None]:
@@ -20,19 +54,18 @@ def _after_marker(marker: str) -> Callable[[str], str | None]:
         at = text.rfind(marker)
         if at < 0:
             return None
-        rest = text[at + len(marker) :].strip()
-        # the answer ends at the end of its line (or the next sentence end)
-        rest = rest.split("\n")[0].strip()
+        rest = text[at + len(marker) :].strip().split("\n")[0].strip()
         return rest.rstrip(". ").strip() or None
 
     return extract
 
 
 def _boxed(text: str) -> str | None:
-    at = text.rfind("\\boxed{")
+    at = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if at < 0:
         return None
-    depth, start = 0, at + len("\\boxed{")
+    start = text.index("{", at) + 1
+    depth = 0
     for i in range(start, len(text)):
         if text[i] == "{":
             depth += 1
@@ -43,8 +76,13 @@ def _boxed(text: str) -> str | None:
     return None
 
 
+def _synthetic(text: str) -> str | None:
+    found = _SYNTHETIC.findall(text)
+    return found[-1] if found else None
+
+
 def _last_number(text: str) -> str | None:
-    found = _NUMBER.findall(text)
+    found = _NUMBER.findall(normalize(text))
     return found[-1] if found else None
 
 
@@ -63,14 +101,20 @@ def register(extractor: Extractor) -> Extractor:
     return extractor
 
 
-register(Extractor("gsm8k", 'text after the last "####"', _after_marker("####")))
+register(Extractor("gsm8k", 'the number on the last line starting with "####"', _gsm8k))
 register(Extractor("metamath", 'text after the last "The answer is:"', _after_marker("The answer is:")))
 register(Extractor("boxed", "contents of the last \\boxed{...}", _boxed))
+register(Extractor("synthetic", 'the number of the last "#### The result is n ." (synthetic-math)', _synthetic))
 register(Extractor("last-number", "the last number in the text", _last_number))
+
+# The formats a reference (gold) may state its answer in, tried in order by "auto".
+GOLD_FORMATS = ("gsm8k", "metamath", "boxed")
+ANSWER_FORMATS = ("auto",) + tuple(EXTRACTORS)
 
 
 def extract_answer(text: str, formats: tuple[str, ...] | list[str], fallback: bool = True) -> str | None:
-    """The answer a generation states: the first format that finds one, else the last number."""
+    """The answer a generation states: the first format that finds one, else (with
+    ``fallback``) the last number."""
     for name in formats:
         found = EXTRACTORS[name].extract(text)
         if found is not None:
@@ -78,48 +122,110 @@ def extract_answer(text: str, formats: tuple[str, ...] | list[str], fallback: bo
     return _last_number(text) if fallback else None
 
 
-def normalize_number(text: str) -> float | None:
-    """'1,234.0 dollars' -> 1234.0; None when the text holds no single number."""
-    cleaned = text.replace(",", "").replace("$", "").strip()
-    match = _NUMBER.search(cleaned)
-    if not match:
-        return None
-    rest = (cleaned[: match.start()] + cleaned[match.end() :]).strip()
-    # units and trailing words are allowed; a second number or an operator is not
-    if _NUMBER.search(rest) or any(op in rest for op in "/*^="):
+_GOLD_GSM8K = re.compile(r"####\s*(\$?\s*[-+\u2212]?\s*\$?\s*(?:\d|\.\d)[^\n]*)")
+
+
+def gold_answer(reference: str, answer_format: str) -> str | None:
+    """The gold answer a reference states in its dataset's format ("auto": the first marker found).
+
+    A reference's ``#### n`` counts anywhere in its line (a dataset is not a model that
+    writes Markdown headers); predictions need it at the start of a line.
+    """
+    formats = GOLD_FORMATS if answer_format == "auto" else (answer_format,)
+    for name in formats:
+        if name == "gsm8k":
+            found = _GOLD_GSM8K.findall(reference)
+            if found:
+                return found[-1].strip().rstrip(". ").strip() or None
+            continue
+        found = EXTRACTORS[name].extract(reference)
+        if found is not None:
+            return found
+    return None
+
+
+def normalize(text: str) -> str:
+    """Spelling-only normalization shared by both sides of a comparison."""
+    out = text.strip()
+    for old, new in (("\u2212", "-"), ("{,}", ","), ("\\!", ""), ("\\,", ""), ("\u2009", ""), ("\u202f", ""),
+                     ("\u00a0", " "), ("\\$", "$"), ("\\%", "%")):
+        out = out.replace(old, new)
+    return out.strip()
+
+
+def plain_number(text: str) -> float | None:
+    """The value of ``text`` when it is a plain number after normalization: currency and
+    percent signs, thousands separators in groups of three and trailing unit words
+    allowed; anything else (letters before, operators, LaTeX, a second number) is not."""
+    t = normalize(text).rstrip(".").strip()
+    if t.startswith("$") and t.endswith("$") and len(t) > 1 and t.count("$") == 2:
+        t = t[1:-1].strip()  # math delimiters
+    t = t.lstrip("$").strip()
+    if t.startswith("-$") or t.startswith("+$"):
+        t = t[0] + t[2:]
+    units = _UNIT_WORDS.match(t)
+    if units:
+        t = units.group(1).strip()
+    t = t.rstrip("%").strip()
+    if not _PLAIN.match(t):
         return None
     try:
-        return float(match.group(0).replace(",", ""))
+        return float(t.replace(",", ""))
     except ValueError:
         return None
 
 
+def normalize_number(text: str) -> float | None:
+    """Kept for callers of the earlier API: the plain-number value, or None."""
+    return plain_number(text)
+
+
 def answers_match(predicted: str | None, gold: str | None) -> bool:
+    """True when ``predicted`` states the same answer as ``gold`` (see the module doc)."""
     if predicted is None or gold is None:
         return False
-    a, b = normalize_number(predicted), normalize_number(gold)
+    a, b = plain_number(predicted), plain_number(gold)
     if a is not None and b is not None:
         return abs(a - b) <= 1e-6 * max(1.0, abs(b))
-    if predicted.strip() == gold.strip():
+    if normalize(predicted) == normalize(gold):
         return True
-    return _symbolic_match(predicted, gold)
+    return _symbolic_match(normalize(predicted), normalize(gold))
+
+
+def _as_math(text: str) -> str:
+    t = text.strip()
+    if t.startswith("$") and t.endswith("$") and len(t) > 1:
+        return t
+    return f"${t}$"
+
+
+def _timeout() -> int | None:
+    """math-verify's timeouts use signal.alarm, which exists only in the main thread; in
+    worker threads (the TUI, the demo) it runs without one (its own warning is silenced)."""
+    import logging
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        return 5
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse(_as_math(text), extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
+                 parsing_timeout=_timeout())
 
 
 def _symbolic_match(predicted: str, gold: str) -> bool:
+    from math_verify import verify
+
     try:
-        from math_verify import parse, verify  # optional dependency
-    except ImportError:
+        gold_parsed, pred_parsed = _parsed(gold), _parsed(predicted)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=_timeout()))
+    except Exception:  # math-verify raises on unparsable input or timeouts: that is "no match"
         return False
-    try:
-        return bool(verify(parse(gold), parse(predicted)))
-    except Exception:  # math-verify raises on unparsable input; that is "no match"
-        return False
-
-
-GOLD_FORMATS = ("gsm8k", "metamath", "boxed")
-
-
-def gold_answer(reference: str, answer_format: str) -> str | None:
-    """The gold answer a reference states in its dataset's format ("auto": the first marker found)."""
-    formats = GOLD_FORMATS if answer_format == "auto" else (answer_format,)
-    return extract_answer(reference, formats, fallback=False)

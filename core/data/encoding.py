@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from overmem.data.template import PROMPT_TEMPLATE, render_prompt
+from overmem.data.template import PROMPT_TEMPLATE, PromptFormat
 
 IGNORE = -100
 
@@ -15,30 +15,68 @@ class Encoded:
 
     input_ids: tuple[int, ...]
     n_prompt: int
+    truncated: bool = False  # the response was cut by max_len (then not all of it is scored)
 
     @property
     def n_response(self) -> int:
         return len(self.input_ids) - self.n_prompt
 
 
-def encode_prompt(tokenizer, query: str, template: str = PROMPT_TEMPLATE) -> list[int]:
-    """Prompt ids exactly as training saw them (the tokenizer's own BOS convention)."""
-    return list(tokenizer(render_prompt(query, template), add_special_tokens=True)["input_ids"])
+def _chat_text(tokenizer, turns: list[dict], generation_prompt: bool) -> str:
+    from overmem.errors import DataError
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("--template chat needs a tokenizer with a chat template; this one has none "
+                        "(use --template alpaca, raw or a template file)")
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def encode(tokenizer, query: str, response: str, template: str = PROMPT_TEMPLATE,
-           max_len: int | None = None) -> Encoded:
-    """Prompt and response are tokenized separately and joined, so the boundary is exact
-    and identical at training, perplexity and generation time. EOS ends the response
-    (the model learns to stop; it counts as a response token)."""
-    prompt = encode_prompt(tokenizer, query, template)
-    response_ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
-    if tokenizer.eos_token_id is not None:
-        response_ids.append(tokenizer.eos_token_id)
-    ids = prompt + response_ids
-    if max_len is not None and len(ids) > max_len:
+def _ids(tokenizer, text: str, specials: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=specials)["input_ids"])
+
+
+def encode_prompt(tokenizer, query, template=PROMPT_TEMPLATE) -> list[int]:
+    """Prompt ids as TRL's SFTTrainer makes them: a text prompt with the tokenizer's own
+    special tokens (its BOS), or the chat template's rendering with the generation prompt."""
+    fmt = PromptFormat.from_json(template)
+    if fmt.kind == "chat":
+        return _ids(tokenizer, _chat_text(tokenizer, fmt.messages(query), True), False)
+    return _ids(tokenizer, fmt.render(query), True)
+
+
+def _full_ids(tokenizer, query, response: str, fmt: PromptFormat) -> list[int]:
+    """Prompt and reference tokenized together, as TRL does: a chat conversation through the
+    template (its end-of-turn included), else the text with EOS appended as text."""
+    if fmt.kind == "chat":
+        turns = fmt.messages(query) + [{"role": "assistant", "content": response}]
+        return _ids(tokenizer, _chat_text(tokenizer, turns, False), False)
+    eos = tokenizer.eos_token or ""
+    completion = response if not eos or response.endswith(eos) else response + eos
+    return _ids(tokenizer, fmt.render(query) + completion, True)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def encode(tokenizer, query, response: str, template=PROMPT_TEMPLATE, max_len: int | None = None) -> Encoded:
+    """Prompt + reference ids; the reference starts where the prompt alone and the whole
+    sequence stop sharing tokens (TRL's rule: a chat template or a merge across the
+    boundary may render the prompt's end differently). EOS or the end-of-turn token ends
+    the reference and counts as a reference token: the model learns to stop."""
+    fmt = PromptFormat.from_json(template)
+    prompt = encode_prompt(tokenizer, query, fmt)
+    ids = _full_ids(tokenizer, query, response, fmt)
+    n_prompt = common_prefix(prompt, ids)
+    truncated = max_len is not None and len(ids) > max_len
+    if truncated:
         ids = ids[:max_len]
-    return Encoded(tuple(ids), min(len(prompt), len(ids)))
+    return Encoded(tuple(ids), min(n_prompt, len(ids)), truncated)
 
 
 def pad_width(longest: int, multiple: int) -> int:

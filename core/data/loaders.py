@@ -94,7 +94,7 @@ PRESETS = {
         Preset("gsm8k", 'GSM8K: question/answer, answer after "####"', "question", "answer", "gsm8k",
                "openai/gsm8k", "main", "test"),
         Preset("synthetic-math", "seeded arithmetic word problems with several solution paths (offline)",
-               "query", "response", "gsm8k"),
+               "query", "response", "synthetic"),
     )
 }
 
@@ -108,9 +108,16 @@ def resolve_source(
     hub_split: str | None = None,
     synthetic_stream: str = "train",
     synthetic_path_seed: str = "train",
+    synthetic_variants: int = 1,
+    synthetic_style: str = "narrow",
+    answer_format: str | None = None,
+    answer_field: str | None = None,
     seed: int = 0,
 ) -> DataSource:
-    """Turn a --data value into a source: a preset name, a local file/folder, or a hub id."""
+    """Turn a --data value into a source: a preset name, a local file/folder, or a hub id.
+
+    ``answer_format`` (default: the preset's, else "auto") says how its references state
+    the gold answer; ``answer_field`` names a column that holds it instead."""
     if preset is None and data in PRESETS:
         preset = data
     p = PRESETS.get(preset) if preset else None
@@ -119,11 +126,13 @@ def resolve_source(
     fields = {
         "prompt_field": prompt_field or (p.prompt_field if p else "query"),
         "response_field": response_field or (p.response_field if p else "response"),
-        "answer_format": p.answer_format if p else "gsm8k",
+        "answer_format": answer_format or (p.answer_format if p else "auto"),
+        "answer_field": answer_field,
     }
     if p and p.name == "synthetic-math":
         return DataSource("synthetic", "synthetic-math", params={
-            "seed": seed, "stream": synthetic_stream, "path_seed": synthetic_path_seed}, **fields)
+            "seed": seed, "stream": synthetic_stream, "path_seed": synthetic_path_seed,
+            "variants": synthetic_variants, "style": synthetic_style}, **fields)
     path = Path(data).expanduser()
     if path.exists():
         return DataSource("file", str(path.resolve()), **fields)
@@ -251,7 +260,7 @@ def load_rows(source: DataSource, start: int = 0, count: int | None = None) -> l
             raise DataError("synthetic data needs an explicit count")
         prm = source.params
         return synthetic.generate(prm.get("seed", 0), prm.get("stream", "train"), start, count,
-                                  prm.get("path_seed", "train"))
+                                  prm.get("path_seed", "train"), prm.get("variants", 1), prm.get("style", "narrow"))
     ds = open_dataset(source)
     layout = detect_layout(source, list(ds.column_names))
     if source.answer_field and source.answer_field not in ds.column_names:
@@ -275,11 +284,13 @@ def count_rows(source: DataSource) -> int | None:
 
 def hub_revision(ref: str) -> str | None:
     """The commit a hub dataset id resolves to now (None offline): recorded in run.json."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "") not in ("", "0"):
+        return None
     try:
         from huggingface_hub import HfApi
 
-        return HfApi().dataset_info(ref).sha
-    except Exception:  # offline, gated, unknown: the run records no revision and says so
+        return HfApi().dataset_info(ref, timeout=10).sha
+    except Exception:  # offline, gated, unknown: the run records no revision
         return None
 
 
@@ -309,7 +320,7 @@ def default_splits(train: DataSource, n_train: int, *, eval_size: int, test: Dat
     fit = SplitSpec(train, 0, n_train)
     splits = {"train": SplitSpec(train, 0, n_train, sample=min(eval_size, n_train), seed=seed)}
     if train.kind == "synthetic":
-        heldout = replace(train, params={**train.params, "stream": "heldout", "path_seed": "reference"})
+        heldout = replace(train, params={**train.params, "stream": "heldout", "path_seed": "reference", "variants": 1})
         splits["val"] = SplitSpec(heldout, 0, eval_size)
     else:
         splits["val"] = SplitSpec(train, n_train, eval_size)

@@ -113,7 +113,7 @@ class OvermemCallback(TrainerCallback):
         name = self._name(args, state)  # the same name its checkpoint gets
         for split, metric, value in parse_eval_entry(logs):
             if metric == "loss":
-                records.append(Metric(name, split, "ppl", math.exp(value) if value < 700 else math.inf, "token",
+                records.append(Metric(name, split, "ppl", math.exp(value) if value < 700 else math.inf, "trainer",
                                       None, now))
             else:
                 records.append(Metric(name, split, "acc", value, "trainer", None, now))

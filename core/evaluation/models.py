@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
-from pathlib import Path
 
 from overmem.errors import ModelError
-from overmem.rundir.records import KIND_BASE, CheckpointInfo
-
-FORMAT_BASE, FORMAT_ADAPTER, FORMAT_FULL = "base", "adapter", "full"
-
-
-def checkpoint_format(ckpt: CheckpointInfo) -> str:
-    if ckpt.kind == KIND_BASE:
-        return FORMAT_BASE
-    if ckpt.path is None:
-        raise ModelError(f"checkpoint {ckpt.name} has no folder (only metrics)")
-    if (ckpt.path / "adapter_config.json").is_file():
-        return FORMAT_ADAPTER
-    if (ckpt.path / "config.json").is_file():
-        return FORMAT_FULL
-    raise ModelError(f"{ckpt.path} holds neither an adapter (adapter_config.json) nor a model (config.json)")
-
-
-def adapter_config(path: Path) -> dict:
-    try:
-        return json.loads((path / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}/adapter_config.json: {exc}") from exc
-
+from overmem.rundir.checkpoint import FORMAT_ADAPTER, FORMAT_BASE, checkpoint_format
+from overmem.rundir.records import CheckpointInfo
 
 class HFModels:
     """Hands out the model of each checkpoint; the base is loaded once and adapters

@@ -7,32 +7,31 @@ released on failure) and able to follow a training run until it ends.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from overmem.data.answers import answers_match, extract_answer
+from overmem.data.answers import GOLD_FORMATS, answers_match, extract_answer
 from overmem.data.encoding import encode, encode_prompt
 from overmem.data.loaders import SplitSpec, select
-from overmem.data.template import PROMPT_TEMPLATE, STOP_MARKER
+from overmem.data.template import PromptFormat
 from overmem.errors import ClaimLost, UnknownCheckpoint, UnknownSplit, UsageError
 from overmem.evaluation import perplexity
-from overmem.evaluation.hf_generate import cut_at_marker
-from overmem.rundir import Metric, RunDir, RunReader, canonical_split
+from overmem.evaluation.generators import BACKENDS, HFGenerator, choose_generator, text_of
+from overmem.evaluation.definitions import Definitions, define, ordered
+from overmem.rundir import Metric, RunInfo, RunReader, canonical_split
 from overmem.rundir.claims import CLAIM_TIMEOUT
 from overmem.rundir.io import write_jsonl_atomic
+from overmem.rundir.layout import SPLITS_SIDECAR
 from overmem.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 METRICS = ("ppl", "acc")
-BACKENDS = ("auto", "hf", "vllm")
-SPLITS_DIR = "_splits"
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    splits: tuple[str, ...] = ("train", "val", "test")
+    splits: tuple[str, ...] | None = None  # None: every split the run defines
     checkpoints: tuple[str, ...] | None = None  # None: all
     backend: str = "auto"
     max_new_tokens: int = 256
@@ -40,7 +39,10 @@ class EvalOptions:
     limit: int | None = None
     force: bool = False
     metrics: tuple[str, ...] = METRICS
-    split_files: dict = field(default_factory=dict)  # name -> SplitSpec json, for runs without definitions
+    split_files: dict = field(default_factory=dict)  # name -> SplitSpec json: defined once, remembered
+    template: str | dict | None = None  # a PromptFormat's JSON form: recorded in the run
+    max_len: int | None = None  # recorded in the run
+    base: dict | None = None  # the base model record (Trainer folders whose files do not name it)
     steal_claims: bool = False  # evaluate checkpoints other evaluators claim (a human who knows better)
     claim_timeout: float = CLAIM_TIMEOUT  # a claim without a heartbeat this long is taken over
 
@@ -56,56 +58,24 @@ class EvalEvent:
     text: str = ""
 
 
-class HFGenerator:
-    """Greedy generation through the HF model of each checkpoint."""
-
-    name = "hf"
-
-    def __init__(self, models, batch_size: int) -> None:
-        self.models = models
-        self.batch_size = batch_size
-
-    def generate(self, ckpt, prompts, max_new_tokens, model=None, progress=None):
-        from overmem.evaluation.hf_generate import generate
-
-        return generate(model, self.models.tokenizer, prompts, max_new_tokens, self.batch_size,
-                        self.models.device, STOP_MARKER, progress)
-
-
-class VllmGreedy:
-    name = "vllm"
-
-    def __init__(self, generator) -> None:
-        self.generator = generator
-
-    def generate(self, ckpt, prompts, max_new_tokens, model=None, progress=None):
-        tok = self.generator_tokenizer
-        outs = self.generator.generate(ckpt, prompts, max_new_tokens, stop=[STOP_MARKER],
-                                       stop_token_ids=[tok.eos_token_id] if tok.eos_token_id is not None else None)
-        if progress:
-            progress(len(prompts))
-        return [o[0][0] for o in outs]
-
-
 class Evaluator:
     def __init__(self, run_path: str | Path, options: EvalOptions = EvalOptions(), *,
                  on_event: Callable[[EvalEvent], None] | None = None, models=None) -> None:
         if options.backend not in BACKENDS:
-            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
-        self.rundir = RunDir(run_path)
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")  # before any work
         self.reader = RunReader(run_path)
+        self.rundir = self.reader.rundir  # the run, or a Trainer folder's overlay
         self.options = options
         self.on_event = on_event or (lambda e: None)
-        run = self.reader.snapshot()
-        if run.info is None:
-            raise UsageError(f"{run.path}: {run.problems[0] if run.problems else 'no run information'}")
-        self.info = run.info
-        self.specs = self._split_specs(run)
-        self.template = run.info.prompt_template or PROMPT_TEMPLATE
-        self.max_len = int(run.info.hyperparameters.get("max_len") or 2048)
-        answer = run.info.data.get("answer") or {}
-        self.answer_formats = tuple(answer.get("formats") or ("gsm8k", "metamath", "boxed"))
-        self.answer_fallback = bool(answer.get("fallback", True))
+        template = PromptFormat.from_json(options.template) if options.template else None
+        info = define(self.reader, Definitions(dict(options.split_files), template, options.max_len, options.base))
+        self.info = info
+        self.specs = self._split_specs(info)
+        self.template = PromptFormat.from_json(info.prompt_template)
+        self.max_len = int(info.hyperparameters.get("max_len") or 2048)
+        answer = info.data.get("answer") or {}
+        self.trained_formats = tuple(answer.get("formats") or ())
+        self.answer_fallback = bool(answer.get("fallback", False))
         self._models = models
         self._generator = None
         self._rows: dict[str, list[dict]] = {}
@@ -113,16 +83,22 @@ class Evaluator:
         self._forced: set[str] = set()
 
     # -- setup -------------------------------------------------------------------
-    def _split_specs(self, run: Run) -> dict[str, SplitSpec]:
-        defined = {canonical_split(k): SplitSpec.from_json(v) for k, v in (run.info.data.get("splits") or {}).items()}
-        defined.update({canonical_split(k): SplitSpec.from_json(v) for k, v in self.options.split_files.items()})
-        wanted = [canonical_split(s) for s in self.options.splits]
+    def _split_specs(self, info: RunInfo) -> dict[str, SplitSpec]:
+        defined = {canonical_split(k): SplitSpec.from_json(v) for k, v in (info.data.get("splits") or {}).items()}
+        wanted = ordered(self.options.splits or defined)
         unknown = [s for s in wanted if s not in defined]
         if unknown:
             have = ", ".join(defined) or "none"
             raise UnknownSplit(f"split(s) {', '.join(unknown)} are not defined for this run (defined: {have}); "
                                "give --split-file NAME=PATH")
         return {s: defined[s] for s in wanted}
+
+    def answer_formats(self, split: str) -> tuple[str, ...]:
+        """How predictions on ``split`` are read: the training format (overmem's own runs), the
+        split's own answer format, then every other marker; never the last number alone."""
+        own = self.specs[split].source.answer_format
+        first = list(self.trained_formats) + ([own] if own != "auto" else [])
+        return tuple(dict.fromkeys(first + [f for f in GOLD_FORMATS if f not in first]))
 
     @property
     def models(self):
@@ -134,39 +110,17 @@ class Evaluator:
 
     def generator(self):
         if self._generator is None:
-            backend = self.options.backend
-            from overmem.evaluation import vllm_backend
-
-            use_vllm = backend == "vllm" or (backend == "auto" and vllm_backend.available()
-                                               and not self.info.base_model.get("gguf_file")
-                                               and not getattr(self._models, "live", False))
-            if use_vllm:
-                gen = vllm_backend.VllmGenerator(self.info.base_model, max_lora_rank=self._max_rank(),
-                                                 max_model_len=self.max_len + self.options.max_new_tokens)
-                wrapper = VllmGreedy(gen)
-                wrapper.generator_tokenizer = self.models.tokenizer
-                self._generator = wrapper
-            else:
-                self._generator = HFGenerator(self.models, self.options.batch_size)
+            self._generator = choose_generator(
+                self.options.backend, self.info.base_model, self.models, checkpoints=self.reader.snapshot().checkpoints,
+                max_len=self.max_len, max_new_tokens=self.options.max_new_tokens, batch_size=self.options.batch_size,
+                stops=self.template.stops)
         return self._generator
-
-    def _max_rank(self) -> int:
-        from overmem.evaluation.vllm_backend import lora_rank_limit
-
-        ranks = []
-        for ckpt in self.reader.snapshot().checkpoints:
-            if ckpt.path is not None and (ckpt.path / "adapter_config.json").is_file():
-                try:
-                    ranks.append(int(json.loads((ckpt.path / "adapter_config.json").read_text()).get("r", 8)))
-                except (OSError, ValueError):
-                    continue
-        return lora_rank_limit(ranks)
 
     def rows(self, split: str) -> list[dict]:
         """The split's rows (written once to samples/_splits/<split>.jsonl for later views)."""
         if split not in self._rows:
             rows = select(self.specs[split])
-            path = self.rundir.sidecar(SPLITS_DIR, split, "rows")
+            path = self.rundir.sidecar(SPLITS_SIDECAR, split, "rows")
             if not path.exists():
                 write_jsonl_atomic(path, [{"idx": i, **r} for i, r in enumerate(rows)])
             self._rows[split] = rows
@@ -232,6 +186,8 @@ class Evaluator:
     def _record(self, records: list[Metric]) -> None:
         """Append records, unless this evaluator's claim was taken over meanwhile (then another
         evaluator writes them: each record exactly once)."""
+        if not records:
+            return
         if self._claim is not None and not self._claim.held():
             raise ClaimLost(f"the claim on {records[0].checkpoint} was taken over (its heartbeat stalled); "
                             "dropping this evaluator's results for it")
@@ -255,27 +211,23 @@ class Evaluator:
         need = list(need)
         records: list[Metric] = []
         gen = self.generator() if any(m == "acc" for _, m in need) else None
-        hf_needed = any(m == "ppl" for _, m in need) or isinstance(gen, HFGenerator)
-        fallback = None
-        if isinstance(gen, VllmGreedy) and ckpt.path is not None and (ckpt.path / "adapter_config.json").is_file():
-            from overmem.evaluation.vllm_backend import unservable_reason
-
-            reason = unservable_reason(ckpt.path)
-            if reason:
-                self.on_event(EvalEvent("note", ckpt.name, text=f"vLLM cannot serve {ckpt.name}: {reason}; "
-                                                                 "using the hf backend for it"))
-                fallback, hf_needed = HFGenerator(self.models, self.options.batch_size), True
+        if gen is not None and (reason := gen.serves(ckpt)):
+            self.on_event(EvalEvent("note", ckpt.name, text=f"{gen.name} cannot serve {ckpt.name}: {reason}; "
+                                                             "using the hf backend for it"))
+            gen = HFGenerator(self.models, self.options.batch_size, self.template.stops)
+        in_process = gen is None or isinstance(gen, HFGenerator)
         self.on_event(EvalEvent("start", ckpt.name, text=getattr(gen, "name", "hf")))
-        if hf_needed:
+        if any(m == "ppl" for _, m in need) or in_process:
             with self.models.use(ckpt) as model:
                 for split, metric in need:
                     if metric == "ppl":
                         records += self._ppl(ckpt, split, model)
-                    elif isinstance(fallback or gen, HFGenerator):
-                        records += self._accuracy(ckpt, split, fallback or gen, model)
-        for split, metric in need:
-            if metric == "acc" and not isinstance(fallback or gen, HFGenerator):
-                records += self._accuracy(ckpt, split, gen, None)
+                    elif in_process:
+                        records += self._accuracy(ckpt, split, gen, model)
+        if not in_process:
+            for split, metric in need:
+                if metric == "acc":
+                    records += self._accuracy(ckpt, split, gen, None)
         self.on_event(EvalEvent("done", ckpt.name))
         return records
 
@@ -293,12 +245,21 @@ class Evaluator:
         rows = self.rows(split)
         tok = self.models.tokenizer
         encoded = [encode(tok, r["query"], r["response"], self.template, self.max_len) for r in rows]
+        cut = sum(e.truncated for e in encoded)
+        if cut:
+            empty = sum(e.n_response == 0 for e in encoded)
+            self.on_event(EvalEvent("note", ckpt.name, split, text=(
+                f"{cut} of {len(rows)} {split} references are cut at max_len {self.max_len} (scored on their first "
+                f"tokens{f'; {empty} have no response token left and are not scored' if empty else ''})")))
         samples = perplexity.score(model, encoded, tok.pad_token_id, self.options.batch_size, self.models.device,
-                                   progress=self._progress(ckpt, split, "ppl", len(rows)))
+                                   progress=self._progress(ckpt, split, "ppl", len(rows)),
+                                   on_note=lambda text: self.on_event(EvalEvent("note", ckpt.name, split, text=text)))
         self.rundir.write_sidecar(ckpt.name, split, "ppl", [
-            {"idx": s.idx, "nll_sum": s.nll_sum, "n_tokens": s.n_tokens} for s in samples])
+            {"idx": s.idx, "nll_sum": s.nll_sum, "n_tokens": s.n_tokens, "truncated": encoded[s.idx].truncated}
+            for s in samples])
         now = time.time()
-        records = [Metric(ckpt.name, split, "ppl", value, aggregate, len(samples), now)
+        scored = sum(1 for s in samples if s.n_tokens)
+        records = [Metric(ckpt.name, split, "ppl", value, aggregate, scored, now)
                    for aggregate, value in perplexity.aggregates(samples).items()]
         self._record(records)
         return records
@@ -315,12 +276,12 @@ class Evaluator:
             return []
         tok = self.models.tokenizer
         prompts = [encode_prompt(tok, r["query"], self.template) for _, r in graded]
-        outputs = gen.generate(ckpt, prompts, self.options.max_new_tokens, model=model,
-                               progress=self._progress(ckpt, split, "gen", len(graded)))
+        outputs = gen.greedy(ckpt, prompts, self.options.max_new_tokens, model=model,
+                             progress=self._progress(ckpt, split, "gen", len(graded)))
         sidecar, correct = [], 0
         for (i, row), ids in zip(graded, outputs):
-            text = cut_at_marker(tok.decode(ids, skip_special_tokens=True))
-            predicted = extract_answer(text, self.answer_formats, self.answer_fallback)
+            text = text_of(tok, ids, self.template.stops)
+            predicted = extract_answer(text, self.answer_formats(split), self.answer_fallback)
             ok = answers_match(predicted, row["answer"])
             correct += ok
             sidecar.append({"idx": i, "generation": text, "extracted": predicted, "gold": row["answer"],
@@ -331,6 +292,5 @@ class Evaluator:
         return [record]
 
     def close(self) -> None:
-        gen = self._generator
-        if isinstance(gen, VllmGreedy):
-            gen.generator.close()
+        if self._generator is not None:
+            self._generator.close()

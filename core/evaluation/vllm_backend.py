@@ -42,7 +42,7 @@ def available() -> bool:
 
 def unservable_reason(path: Path) -> str | None:
     """Why vLLM cannot serve this adapter (None when it can)."""
-    from overmem.evaluation.models import adapter_config
+    from overmem.rundir.checkpoint import adapter_config
 
     cfg = adapter_config(path)
     if cfg.get("modules_to_save"):
@@ -111,7 +111,7 @@ class VllmGenerator:
         return self._engines[key]
 
     def _target(self, ckpt: CheckpointInfo):
-        from overmem.evaluation.models import FORMAT_ADAPTER, FORMAT_BASE, checkpoint_format
+        from overmem.rundir.checkpoint import FORMAT_ADAPTER, FORMAT_BASE, checkpoint_format
 
         fmt = checkpoint_format(ckpt)
         base_path = self.base.get("path") or self.base["id"]

@@ -11,13 +11,13 @@ the deltas; nothing here does that.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 from overmem.errors import MergeError
 from overmem.merging.safetensors_io import TensorReader
+from overmem.rundir.checkpoint import adapter_config
 
 PEFT_PREFIX = "base_model.model."
 RAW_SVD_INITS = ("pissa", "olora", "corda", "loftq")
@@ -88,7 +88,7 @@ class LoraModule:
 class LoraDelta(Delta):
     def __init__(self, label: str, folder: Path, base: TensorReader) -> None:
         self.label = label
-        self.config = read_adapter_config(folder)
+        self.config = adapter_config(folder)
         init = self.config.get("init_lora_weights")
         if isinstance(init, str) and init.lower().startswith(RAW_SVD_INITS):
             raise MergeError(f"{label}: a raw {init} adapter is relative to a modified base; its delta needs the "
@@ -137,10 +137,3 @@ class LoraDelta(Delta):
 
     def names(self) -> set[str]:
         return set(self.modules)
-
-
-def read_adapter_config(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise MergeError(f"{folder}/adapter_config.json: {exc}") from exc

@@ -11,16 +11,18 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from overmem.errors import MergeError, OutputExists, UsageError
+from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.methods import get_method
 from overmem.merging.safetensors_io import ShardWriter, TensorReader, plan_shards, write_index
-from overmem.rundir import KIND_MERGE, CheckpointInfo, RunDir, load_run
+from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
+from overmem.rundir.checkpoint import adapter_base, folder_format
 from overmem.rundir.io import staged_dir
+from overmem.rundir.reader import run_dir_for
 from overmem.rundir.records import Run
 
 FORMS = ("full", "adapter")
@@ -38,7 +40,7 @@ class MergeInput:
 
 @dataclass(frozen=True)
 class MergePlan:
-    run: Run
+    run: Run | None  # None: folders merged outside any run
     inputs: tuple[MergeInput, ...]
     weights: tuple[float, ...]
     method: str
@@ -48,44 +50,42 @@ class MergePlan:
     register: bool
     force: bool
     base_folder: Path
+    base_ref: str  # how the merged adapter names its base: as its inputs did (a hub id stays one)
     max_shard_bytes: int = DEFAULT_SHARD_BYTES
+    params: dict = field(default_factory=dict)  # the merge method's declared parameters
+
+    @property
+    def rundir(self) -> RunDir | None:
+        return run_dir_for(self.run.path) if self.run is not None else None
 
 
-def _fmt(path: Path) -> str:
-    if (path / "adapter_config.json").is_file():
-        return "adapter"
-    if (path / "config.json").is_file():
-        return "full"
-    raise MergeError(f"{path} is neither an adapter (adapter_config.json) nor a model folder (config.json)")
+def _input(label: str, path: Path, ckpt: CheckpointInfo | None) -> MergeInput:
+    return MergeInput(label, folder_format(path), path, ckpt)
 
 
-def _resolve(run: Run, ref: str) -> MergeInput:
-    ckpt = run.checkpoint(ref)
+def _resolve(run: Run | None, ref: str) -> MergeInput:
+    ckpt = run.checkpoint(ref) if run is not None else None
     if ckpt is not None:
-        if ckpt.kind == "base":
+        if ckpt.kind == KIND_BASE:
             return MergeInput(ref, "base", None, ckpt)
         if ckpt.path is None or not ckpt.path.is_dir():
             raise MergeError(f"checkpoint {ref} has no folder to merge")
-        return MergeInput(ref, _fmt(ckpt.path), ckpt.path, ckpt)
+        return _input(ref, ckpt.path, ckpt)
     path = Path(ref).expanduser()
     if path.is_dir():
-        return MergeInput(path.name, _fmt(path), path.resolve(), None)
+        return _input(path.name, path.resolve(), None)
+    if run is None:
+        raise MergeError(f"{ref}: no such folder")
     have = ", ".join(c.name for c in run.checkpoints) or "none"
     raise MergeError(f"{ref}: no such checkpoint in {run.path} ({have}) and no such folder")
 
 
-def base_folder(run: Run) -> Path:
-    """A local folder with the base model's safetensors (the hub cache for hub ids)."""
-    base = run.info.base_model if run.info else {}
-    if base.get("gguf_file"):
-        raise MergeError("the base is a GGUF file: merging streams safetensors, so convert the base first")
-    if base.get("path") and Path(base["path"]).is_dir():
-        return Path(base["path"])
-    ref = base.get("id")
-    if ref and Path(ref).is_dir():
-        return Path(ref)
+def local_base(ref: str) -> Path:
+    """A local folder with the base model's safetensors: the folder itself, or the hub cache."""
+    if ref and Path(ref).expanduser().is_dir():
+        return Path(ref).expanduser().resolve()
     if not ref or ref == "unknown":
-        raise MergeError(f"{run.path}: the run does not record its base model")
+        raise MergeError("the base model is not known: give --base (a folder or a hub id)")
     try:
         from huggingface_hub import snapshot_download
 
@@ -94,13 +94,39 @@ def base_folder(run: Run) -> Path:
         raise MergeError(f"cannot get the base model {ref}: {exc}".split("\n")[0]) from exc
 
 
-def _same_base(inp: MergeInput, base: Path, run: Run) -> None:
+def _base_ref(run: Run | None, inputs: list[MergeInput], given: str | None) -> str:
+    """The base every input was trained from: --base, the run's, or what the adapters name."""
+    if given:
+        return given
+    if run is not None and run.info is not None:
+        base = run.info.base_model
+        if base.get("gguf_file"):
+            raise MergeError("the base is a GGUF file: merging streams safetensors, so convert the base first")
+        ref = base.get("path") or base.get("id")
+        if ref and ref != "unknown":
+            return ref
+    named = {adapter_base(i.path) for i in inputs if i.fmt == "adapter"} - {None}
+    if len(named) > 1:
+        raise MergeError(f"the adapters name different bases: {', '.join(sorted(named))}")
+    if named:
+        return named.pop()
+    raise MergeError("full checkpoints name no base: give --base (the model they were finetuned from)")
+
+
+def _same_ref(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _same_base(inp: MergeInput, base: Path, base_ref: str, run: Run | None) -> None:
     if inp.fmt == "adapter":
-        cfg = json.loads((inp.path / "adapter_config.json").read_text())
-        ref = cfg.get("base_model_name_or_path")
-        known = {str(base.resolve()), run.info.base_model.get("id"), run.info.base_model.get("path")} - {None}
-        if ref and ref not in known and not (Path(ref).exists() and str(Path(ref).resolve()) in known):
-            raise MergeError(f"{inp.label} was trained on {ref}, not on this run's base {run.info.base_model['id']}")
+        ref = adapter_base(inp.path)
+        known = [base_ref, str(base)] + ([run.info.base_model.get("id") or "", run.info.base_model.get("path") or ""]
+                                         if run is not None and run.info is not None else [])
+        if ref and not any(_same_ref(ref, k) for k in known if k):
+            raise MergeError(f"{inp.label} was trained on {ref}, not on the base {base_ref}")
     elif inp.fmt == "full":
         mine, theirs = json.loads((inp.path / "config.json").read_text()), json.loads((base / "config.json").read_text())
         for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"):
@@ -114,15 +140,26 @@ def merge_name(labels: list[str], weights: list[float]) -> str:
     return "merge-" + "+".join(parts)
 
 
-def plan_merge(run_path: str | Path, refs: list[str], *, weights: list[float] | None = None, method: str = "linear",
-               form: str | None = None, out: str | Path | None = None, force: bool = False,
-               max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> MergePlan:
-    run = load_run(run_path)
-    if run.info is None:
-        raise MergeError(f"{run.path}: no run information")
+def _open_run(run_path, refs: list[str]) -> Run | None:
+    """The run the refs belong to; None when they are all folders and ``run_path`` is no run."""
+    try:
+        return load_run(run_path)
+    except RunNotFound:
+        if all(Path(r).expanduser().is_dir() for r in refs):
+            return None
+        raise
+
+
+def plan_merge(run_path: str | Path | None, refs: list[str], *, weights: list[float] | None = None,
+               method: str = "linear", form: str | None = None, out: str | Path | None = None,
+               force: bool = False, max_shard_bytes: int = DEFAULT_SHARD_BYTES, base: str | None = None,
+               params: dict | None = None) -> MergePlan:
+    """Check everything a merge needs (nothing is written): inputs, base, weights, output."""
+    run = _open_run(run_path, refs) if run_path is not None else None
     if len(refs) < 2:
         raise UsageError("merging needs at least two checkpoints")
     m = get_method(method)
+    params = m.check_params(params or {})
     weights = list(weights) if weights else [1.0 / len(refs)] * len(refs)
     if len(weights) != len(refs):
         raise UsageError(f"{len(weights)} weights for {len(refs)} checkpoints")
@@ -131,10 +168,11 @@ def plan_merge(run_path: str | Path, refs: list[str], *, weights: list[float] | 
     inputs = [_resolve(run, r) for r in refs]
     if len({i.label for i in inputs}) < len(inputs):
         raise UsageError("the same checkpoint is given twice")
-    base = base_folder(run)
+    base_ref = _base_ref(run, inputs, base)
+    folder = local_base(base_ref)
     for inp in inputs:
         if inp.fmt != "base":
-            _same_base(inp, base, run)
+            _same_base(inp, folder, base_ref, run)
     all_adapters = all(i.fmt in ("adapter", "base") for i in inputs)
     form = form or ("adapter" if all_adapters and m.exact_adapter else "full")
     if form not in FORMS:
@@ -146,17 +184,19 @@ def plan_merge(run_path: str | Path, refs: list[str], *, weights: list[float] | 
     name = merge_name([i.label for i in inputs], weights)
     if form == "full" and all_adapters:
         name += "-full"  # the adapter form of the same merge keeps the plain name
-    rundir = RunDir(run.path)
-    register = run.source == "overmem"
+    register = run is not None
+    rundir = run_dir_for(run.path) if run is not None else None
+    if out is None and rundir is None:
+        raise UsageError("folders merged outside a run need --out DIR")
     target = Path(out).expanduser().resolve() if out else rundir.checkpoint(name)
-    if out is None and not register:
-        raise UsageError(f"{run.path} is not an overmem run: give --out DIR for the merged model")
     if target.exists() and not force:
         raise OutputExists(f"{target} exists (use --force to replace it)")
     if register and out is not None and rundir.checkpoint(name).exists() and not force:
         raise OutputExists(f"checkpoint {name} already exists in {run.path} (use --force)")
-    return MergePlan(run, tuple(inputs), tuple(weights), method, form, name, target, register, force, base,
-                     max_shard_bytes)
+    adapter_ref = next((adapter_base(i.path) for i in inputs if i.fmt == "adapter"), None) or \
+        (run.info.base_model.get("id") if run is not None and run.info is not None else None) or base_ref
+    return MergePlan(run, tuple(inputs), tuple(weights), method, form, name, target, register, force, folder,
+                     adapter_ref, max_shard_bytes, params)
 
 
 def _deltas(plan: MergePlan, base: TensorReader) -> list[Delta]:
@@ -201,7 +241,7 @@ def _write_full(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder
                 # (1 - sum of full weights) theta_base + sum w_i theta_i + sum w_j s_j B_j A_j
                 merged = _linear_tensor(original, name, deltas, plan.weights, full_weight)
             else:
-                delta = combine([d(name) for d in deltas], list(plan.weights))
+                delta = combine([d(name) for d in deltas], list(plan.weights), **plan.params)
                 merged = original if delta is None else (original.to(torch.float32) + delta).to(original.dtype)
             done += writer.write(name, merged)
             del merged, original
@@ -263,26 +303,28 @@ def _write_adapter(plan: MergePlan, base: TensorReader, deltas: list[Delta], fol
     config = dict(loras[0].config)
     targets = sorted({n[: -len(".weight")].rsplit(".", 1)[-1] for n in names})
     config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=targets, init_lora_weights=True,
-                  lora_dropout=0.0, base_model_name_or_path=str(plan.base_folder))
+                  lora_dropout=0.0, base_model_name_or_path=plan.base_ref)
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
 def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None = None) -> CheckpointInfo:
-    """Write the merged model (under a temporary name, then renamed) and register it."""
+    """Write the merged model (under a temporary name, then renamed) and register it in its run."""
     base = TensorReader(plan.base_folder)
     deltas = _deltas(plan, base)  # validates names and shapes before anything is written
+    rundir = plan.rundir
+    elsewhere = rundir is None or plan.out != rundir.checkpoint(plan.name)
     info = CheckpointInfo(
         name=plan.name,
         kind=KIND_MERGE,
         created=time.time(),
         parents=tuple(i.label for i in plan.inputs),
         weights=plan.weights,
-        extra={"method": plan.method, "format": plan.form,
-               **({"location": str(plan.out)} if plan.out != RunDir(plan.run.path).checkpoint(plan.name) else {})},
+        extra={"method": plan.method, "format": plan.form, "base": plan.base_ref,
+               **({"params": plan.params} if plan.params else {}),
+               **({"location": str(plan.out)} if elsewhere else {})},
     )
-    rundir = RunDir(plan.run.path)
     write = _write_adapter if plan.form == "adapter" else _write_full
-    if plan.register and plan.out == rundir.checkpoint(plan.name):
+    if plan.register and not elsewhere:
         with rundir.stage_checkpoint(info, force=plan.force) as folder:
             write(plan, base, deltas, folder, progress)
     else:

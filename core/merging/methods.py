@@ -10,14 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+from overmem.params import Param, check_params
+
 
 @dataclass(frozen=True)
 class MergeMethod:
     name: str
     help: str
-    combine: Callable  # (deltas: list[tensor | None], weights: list[float]) -> tensor | None
+    combine: Callable  # (deltas: list[tensor | None], weights: list[float], **params) -> tensor | None
     exact_adapter: bool = False
+    params: tuple[Param, ...] = ()
     registry: ClassVar[dict[str, "MergeMethod"]] = {}
+
+    def check_params(self, given: dict) -> dict:
+        return check_params(self.params, given, f"--method {self.name}")
 
 
 def register(method: MergeMethod) -> MergeMethod:
@@ -58,8 +64,9 @@ def ties(deltas, weights, density: float = 0.2):
 
 
 register(MergeMethod("linear", "exact task arithmetic: theta_base + sum_i w_i delta_i", linear, exact_adapter=True))
-register(MergeMethod("ties", "TIES: trim to the top 20% of each delta, elect signs, disjoint mean (full output)",
-                     ties))
+register(MergeMethod("ties", "TIES: trim each delta to its top density fraction, elect signs, disjoint mean "
+                     "(full output)", ties,
+                     params=(Param("density", 0.2, "fraction of each delta's entries kept", 1e-6, 1.0),)))
 
 
 def get_method(name: str) -> MergeMethod:

@@ -33,14 +33,15 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
 def tpr_at_fpr(positives: Sequence[float], negatives: Sequence[float], fpr: float = 0.05) -> float:
     """Highest true-positive rate among thresholds whose false-positive rate is at most ``fpr``
     (a sample counts as positive when its score is >= the threshold)."""
-    pos, neg = np.asarray(positives, float), np.asarray(negatives, float)
+    pos, neg = np.sort(np.asarray(positives, float)), np.sort(np.asarray(negatives, float))
     if len(pos) == 0 or len(neg) == 0:
         return math.nan
-    best = 0.0
-    for threshold in np.unique(np.concatenate([pos, neg, [np.inf]])):
-        if (neg >= threshold).mean() <= fpr:
-            best = max(best, float((pos >= threshold).mean()))
-    return best
+    thresholds = np.unique(np.concatenate([pos, neg, [np.inf]]))
+    # counts of scores >= each threshold, from sorted arrays (O(n log n), not a loop)
+    neg_rate = (len(neg) - np.searchsorted(neg, thresholds, side="left")) / len(neg)
+    pos_rate = (len(pos) - np.searchsorted(pos, thresholds, side="left")) / len(pos)
+    allowed = neg_rate <= fpr
+    return float(pos_rate[allowed].max()) if allowed.any() else 0.0
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10):
@@ -127,3 +128,26 @@ def min_k(values: Sequence[float], k: float = 0.2) -> float:
     if len(v) == 0:
         return math.nan
     return float(v[: max(1, int(len(v) * k))].mean())
+
+
+def bootstrap_interval(compute, units: int, strata: Sequence[int] = (), rounds: int = 200, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of every metric ``compute(indices)`` returns, resampling
+    units with replacement (within each stratum, so groups keep their sizes)."""
+    rng = np.random.default_rng(seed)
+    groups = {}
+    for i, g in enumerate(strata or [0] * units):
+        groups.setdefault(g, []).append(i)
+    draws: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        idx = [int(i) for members in groups.values() for i in rng.choice(members, size=len(members))]
+        for name, value in compute(idx).items():
+            draws.setdefault(name, []).append(value)
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name, values in draws.items():
+        v = np.asarray(values, float)
+        v = v[~np.isnan(v)]
+        out[name] = (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) if len(v) else \
+            (math.nan, math.nan)
+    return out

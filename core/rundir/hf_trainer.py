@@ -1,10 +1,14 @@
-"""Read a Hugging Face Trainer output folder as a (read-only) run.
+"""Read a Hugging Face Trainer output folder (transformers, TRL, axolotl, LLaMA-Factory).
 
 A Trainer writes ``checkpoint-N/`` folders, each with a ``trainer_state.json``
 whose ``log_history`` holds every logged training and evaluation entry; a
 ``trainer_state.json`` at the top exists only when someone called ``save_state``.
-Evaluation losses become perplexities exp(loss) (token-weighted, the Trainer's
-own mean over label tokens); any accuracy-like key becomes accuracy.
+The folder's checkpoints keep their names (``checkpoint-N``). Evaluation losses
+become perplexities exp(loss) with the aggregate "trainer" (a mean of per-batch
+mean token losses, never mixed with overmem's own ppl); every other logged eval
+number (TRL's teacher-forced ``mean_token_accuracy``, a compute_metrics accuracy,
+reward accuracies) keeps its own name under ``trainer/`` and never drives phases:
+overmem's accuracy is generation accuracy, which ``overmem eval`` measures.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from overmem.rundir.checkpoint import adapter_base, is_adapter
 from overmem.rundir.records import (
     KIND_ADAPTER,
     KIND_FULL,
@@ -28,9 +33,13 @@ from overmem.rundir.records import (
 
 STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-# Preference when one split has several accuracy-like keys.
-_ACC_NAMES = ("accuracy", "exact_match", "acc")
 _SKIP_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+TRAINER_METRIC = "trainer/"  # prefix of the Trainer's own eval numbers other than the loss
+_PERCENT_LIKE = ("acc", "exact_match", "match")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step}"
 
 
 def checkpoint_folders(path: Path) -> dict[int, Path]:
@@ -70,20 +79,16 @@ class TrainerRun:
     problems: tuple[str, ...]
 
 
-def _as_fraction(value: float) -> float:
-    """Accuracy logged as a percentage (0-100) becomes a fraction."""
-    return value / 100.0 if value > 1.0 else value
-
-
 def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
-    """(split, metric, value) triples of one log_history eval entry.
+    """(split, key, value) triples of one log_history eval entry; key is "loss" or the
+    metric's own name.
 
-    ``eval_loss`` -> split ``val``; ``eval_<split>_loss`` -> ``<split>``. An
-    accuracy key belongs to the longest known split it starts with, else to val
-    (so TRL's ``eval_mean_token_accuracy`` is val accuracy, not a split named
-    "mean_token").
+    ``eval_loss`` -> split ``val``; ``eval_<split>_loss`` -> ``<split>``. Any other key
+    belongs to the longest known split it starts with, else to val (so TRL's
+    ``eval_mean_token_accuracy`` is val's, not a split named "mean_token").
     """
-    keys = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    keys = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
     splits = {"val"}
     out: list[tuple[str, str, float]] = []
     for key, value in keys.items():
@@ -93,39 +98,42 @@ def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
             split = key[: -len("_loss")]
             splits.add(split)
             out.append((split, "loss", float(value)))
-    best: dict[str, tuple[int, float]] = {}
     for key, value in keys.items():
-        if key.endswith(_SKIP_SUFFIXES) or not any(name in key for name in _ACC_NAMES):
+        if key == "loss" or key.endswith("_loss") or key.endswith(_SKIP_SUFFIXES) or key == "epoch":
             continue
-        split = "val"
-        for candidate in sorted(splits, key=len, reverse=True):
-            if candidate != "val" and key.startswith(candidate + "_"):
-                split = candidate
-                break
-        rest = key[len(split) + 1 :] if key.startswith(split + "_") and split != "val" else key
-        rank = next((i for i, name in enumerate(_ACC_NAMES) if rest == name), len(_ACC_NAMES))
-        if split not in best or rank < best[split][0]:
-            best[split] = (rank, _as_fraction(float(value)))
-    out.extend((split, "acc", value) for split, (_, value) in best.items())
+        split = next((c for c in sorted(splits, key=len, reverse=True)
+                      if c != "val" and key.startswith(c + "_")), "val")
+        name = key[len(split) + 1:] if split != "val" else key
+        out.append((split, name, float(value)))
     return out
 
 
-def _base_model(path: Path, folders: dict[int, Path]) -> dict:
+def _percent_series(triples: list[tuple[str, str, str, float]]) -> set[tuple[str, str]]:
+    """(split, key) series of accuracy-like numbers logged in percent: decided once per
+    series (a run whose accuracy reads 0.8 then 1.0 is not in percent)."""
+    peak: dict[tuple[str, str], float] = {}
+    for _, split, key, value in triples:
+        if any(word in key for word in _PERCENT_LIKE):
+            peak[(split, key)] = max(peak.get((split, key), value), value)
+    return {series for series, top in peak.items() if top > 1.0}
+
+
+def base_model(path: Path, folders: dict[int, Path]) -> dict:
+    """The base a Trainer folder was trained from, as its adapters or configs name it."""
     for folder in [folders[s] for s in sorted(folders, reverse=True)] + [path]:
-        adapter = folder / "adapter_config.json"
-        config = folder / "config.json"
-        try:
-            if adapter.is_file():
-                ref = json.loads(adapter.read_text()).get("base_model_name_or_path")
-                if ref:
-                    return {"id": ref, "path": None}
-            if config.is_file():
-                ref = json.loads(config.read_text()).get("_name_or_path")
-                if ref:
-                    return {"id": ref, "path": None}
-        except (OSError, ValueError):
-            continue
-    return {"id": "unknown", "path": None}
+        ref = adapter_base(folder) or _config_name(folder)
+        if ref:
+            local = Path(ref).expanduser()
+            return {"id": ref, "path": str(local.resolve()) if local.is_dir() else None, "gguf_file": None,
+                    "trust_remote_code": False}
+    return {"id": "unknown", "path": None, "gguf_file": None, "trust_remote_code": False}
+
+
+def _config_name(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("_name_or_path") or None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_trainer_folder(path: Path) -> TrainerRun:
@@ -136,7 +144,7 @@ def read_trainer_folder(path: Path) -> TrainerRun:
     history = state.get("log_history") or []
     problems: list[str] = []
     logs: list[TrainLog] = []
-    metrics: list[Metric] = []
+    triples: list[tuple[str, str, str, float]] = []
     eval_epochs: dict[int, float] = {}
     max_steps = state.get("max_steps") or None
     for i, entry in enumerate(history):
@@ -145,47 +153,58 @@ def read_trainer_folder(path: Path) -> TrainerRun:
             continue
         step = int(entry.get("step", 0))
         epoch = float(entry.get("epoch") or 0.0)
-        if "loss" in entry and isinstance(entry["loss"], (int, float)):
-            logs.append(
-                TrainLog(
-                    step=step,
-                    epoch=epoch,
-                    loss=float(entry["loss"]),
-                    lr=float(entry.get("learning_rate") or 0.0),
-                    total_steps=max_steps,
-                )
-            )
-        triples = parse_eval_entry(entry)
-        if not triples:
-            continue
-        name = f"step{step}"
-        eval_epochs[step] = epoch
-        for split, metric, value in triples:
-            if metric == "loss":
-                ppl = math.exp(value) if value < 700 else math.inf
-                metrics.append(Metric(name, split, "ppl", ppl, aggregate="token"))
-            else:
-                metrics.append(Metric(name, split, "acc", value, aggregate="mean"))
-    is_adapter = any((f / "adapter_config.json").is_file() for f in folders.values())
-    kind = KIND_ADAPTER if is_adapter else KIND_FULL
+        if isinstance(entry.get("loss"), (int, float)):
+            logs.append(TrainLog(step=step, epoch=epoch, loss=float(entry["loss"]),
+                                 lr=float(entry.get("learning_rate") or 0.0), total_steps=max_steps))
+        found = parse_eval_entry(entry)
+        if found:
+            eval_epochs[step] = epoch
+            triples.extend((checkpoint_name(step), split, key, value) for split, key, value in found)
+    metrics = trainer_metrics(triples)
     checkpoints = []
     for step in sorted(set(folders) | set(eval_epochs)):
-        epoch = eval_epochs.get(step)
+        folder = folders.get(step)
+        epoch = eval_epochs.get(step) if step in eval_epochs else _folder_epoch(folder)
         if epoch is None:
             earlier = [e.epoch for e in logs if e.step <= step]
             epoch = max(earlier) if earlier else None
-        checkpoints.append(
-            CheckpointInfo(name=f"step{step}", kind=kind, epoch=epoch, step=step, path=folders.get(step))
-        )
+        kind = KIND_ADAPTER if is_adapter(folder) else KIND_FULL
+        checkpoints.append(CheckpointInfo(name=checkpoint_name(step), kind=kind, epoch=epoch, step=step,
+                                          path=folder))
     global_step = int(state.get("global_step") or 0)
     finished = bool(max_steps) and global_step >= int(max_steps)
+    adapters = any(c.kind == KIND_ADAPTER for c in checkpoints)
     info = RunInfo(
         status=STATUS_FINISHED if finished else STATUS_RUNNING,
-        base_model=_base_model(path, folders),
-        method={"name": "adapter" if is_adapter else "full"},
-        hyperparameters={
-            k: state[k] for k in ("max_steps", "num_train_epochs", "train_batch_size") if k in state
-        },
+        base_model=base_model(path, folders),
+        method={"name": "adapter" if adapters else "full"},
+        loss="trainer",
+        hyperparameters={k: state[k] for k in ("max_steps", "num_train_epochs", "train_batch_size") if k in state},
         notes=(f"read from {source.relative_to(path) if source else 'no trainer_state.json'}",),
     )
     return TrainerRun(info, tuple(checkpoints), tuple(metrics), tuple(logs), tuple(problems))
+
+
+def trainer_metrics(triples: list[tuple[str, str, str, float]], now: float = 0.0) -> list[Metric]:
+    """(checkpoint, split, key, value) of a Trainer's eval logs as records: the loss as
+    ppl "trainer", everything else under its own name, percentages decided per series."""
+    percent = _percent_series(triples)
+    out = []
+    for name, split, key, value in triples:
+        if key == "loss":
+            out.append(Metric(name, split, "ppl", math.exp(value) if value < 700 else math.inf, "trainer",
+                              None, now))
+        else:
+            scale = 100.0 if (split, key) in percent else 1.0
+            out.append(Metric(name, split, TRAINER_METRIC + key, value / scale, "trainer", None, now))
+    return out
+
+
+def _folder_epoch(folder: Path | None) -> float | None:
+    if folder is None:
+        return None
+    try:
+        epoch = json.loads((folder / STATE).read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(epoch) if isinstance(epoch, (int, float)) else None

@@ -42,6 +42,7 @@ CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 CLAIMS = "claims"
 INIT_ADAPTER = "init_adapter"
+SPLITS_SIDECAR = "_splits"  # samples/_splits/<split>.rows.jsonl: the rows a split was evaluated on
 STATE = "state"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from overmem.errors import CorruptRun, RunNotFound
@@ -30,6 +31,7 @@ from overmem.rundir.records import (
 SOURCE_OVERMEM = "overmem"
 SOURCE_HF = "hf-trainer"
 BASE_CHECKPOINT = "ep0"
+OVERLAY = "overmem"  # overmem's folder inside a Trainer output folder
 
 
 def detect_source(path: Path) -> str:
@@ -47,6 +49,12 @@ def detect_source(path: Path) -> str:
     )
 
 
+def run_dir_for(path: str | os.PathLike) -> RunDir:
+    """Where overmem writes for the run at ``path``: the run itself, or a Trainer folder's overlay."""
+    path = Path(path).expanduser().resolve()
+    return RunDir(path / OVERLAY) if detect_source(path) == SOURCE_HF else RunDir(path)
+
+
 def base_checkpoint(info: RunInfo) -> CheckpointInfo:
     """The base model as the epoch-0 point of the trajectory."""
     ref = info.base_model_ref
@@ -62,20 +70,23 @@ def base_checkpoint(info: RunInfo) -> CheckpointInfo:
     )
 
 
-def _mtime(path: Path) -> float | None:
+def _mtime(path: Path) -> tuple | None:
+    """A file's identity for change detection: inode, mtime and size (files are replaced by
+    rename, so a new inode shows a rewrite even where timestamps are coarse)."""
     try:
-        return path.stat().st_mtime_ns
+        st = path.stat()
     except FileNotFoundError:
         return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class RunReader:
-    """Incremental reader of one run directory (overmem or HF Trainer)."""
+    """Incremental reader of one run directory (overmem's own, or a Trainer folder and its overlay)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser().resolve()
         self.source = detect_source(self.path)
-        self.rundir = RunDir(self.path)
+        self.rundir = RunDir(self.path if self.source == SOURCE_OVERMEM else self.path / OVERLAY)
         self._tail = JsonlTail(self.rundir.metrics)
         self._metrics: list[Metric] = []
         self._logs: list[TrainLog] = []
@@ -85,12 +96,16 @@ class RunReader:
         self._checkpoints: dict[str, CheckpointInfo] = {}
         self._ckpt_problems: dict[str, str] = {}
         self._stamps: dict[str, object] = {}
+        self._trainer: hf_trainer.TrainerRun | None = None
+        self._trainer_problem: str | None = None
         self._snapshot: Run | None = None
 
     # -- public ----------------------------------------------------------------
     def poll(self) -> Run | None:
         """A new snapshot if anything changed since the last call, else None."""
-        changed = self._poll_overmem() if self.source == SOURCE_OVERMEM else self._poll_hf()
+        changed = self._poll_files()
+        if self.source == SOURCE_HF:
+            changed |= self._poll_trainer()
         if changed or self._snapshot is None:
             self._snapshot = self._build()
             return self._snapshot
@@ -101,8 +116,8 @@ class RunReader:
         assert self._snapshot is not None
         return self._snapshot
 
-    # -- overmem runs ----------------------------------------------------------
-    def _poll_overmem(self) -> bool:
+    # -- overmem's files (the run, or the overlay of a Trainer folder) ----------
+    def _poll_files(self) -> bool:
         changed = False
         stamp = _mtime(self.rundir.run_json)
         if stamp != self._stamps.get("run.json"):
@@ -112,7 +127,8 @@ class RunReader:
                 self._info = RunInfo.from_json(read_json(self.rundir.run_json))
                 self._info_problem = None
             except FileNotFoundError:
-                self._info_problem = "run.json is missing"
+                self._info = None
+                self._info_problem = "run.json is missing" if self.source == SOURCE_OVERMEM else None
             except (OSError, ValueError, RecordError, TypeError) as exc:
                 self._info_problem = f"run.json: {exc}"
         # Listing the folder every poll is cheap and, unlike its mtime, exact on
@@ -146,6 +162,9 @@ class RunReader:
         for name in list(self._checkpoints):
             if name not in names:
                 del self._checkpoints[name]
+        for name in list(self._ckpt_problems):
+            if name not in names:
+                del self._ckpt_problems[name]
         for name in names:
             if name in self._checkpoints:
                 continue
@@ -163,46 +182,62 @@ class RunReader:
             changed = True
         return changed
 
-    # -- HF Trainer folders ----------------------------------------------------
-    def _poll_hf(self) -> bool:
+    # -- a Trainer's own files ---------------------------------------------------
+    def _poll_trainer(self) -> bool:
         source = hf_trainer.state_file(self.path)
-        stamp = (source, _mtime(source) if source else None, len(hf_trainer.checkpoint_folders(self.path)))
+        folders = hf_trainer.checkpoint_folders(self.path)
+        stamp = (source, _mtime(source) if source else None, tuple(sorted(folders)))
         if stamp == self._stamps.get("hf"):
             return False
         self._stamps["hf"] = stamp
         try:
-            parsed = hf_trainer.read_trainer_folder(self.path)
+            self._trainer = hf_trainer.read_trainer_folder(self.path)
+            self._trainer_problem = None
         except (OSError, ValueError) as exc:
-            self._info_problem = f"trainer_state.json: {exc}"
-            return True
-        self._info_problem = None
-        self._info = parsed.info
-        self._checkpoints = {c.name: c for c in parsed.checkpoints}
-        self._metrics = list(parsed.metrics)
-        self._logs = list(parsed.train_logs)
-        self._line_problems = list(parsed.problems)
+            self._trainer_problem = f"trainer_state.json: {exc}"
         return True
+
+    def _merged_info(self) -> RunInfo | None:
+        """A Trainer folder's info: what its files say, with the overlay's definitions on top."""
+        trainer = self._trainer.info if self._trainer else None
+        overlay = self._info
+        if trainer is None or overlay is None:
+            return trainer or overlay
+        base = overlay.base_model if overlay.base_model.get("id") not in (None, "unknown") else trainer.base_model
+        return replace(overlay, status=trainer.status, base_model=base,
+                       hyperparameters={**trainer.hyperparameters, **overlay.hyperparameters},
+                       method=trainer.method, notes=trainer.notes + overlay.notes)
 
     # -- snapshot --------------------------------------------------------------
     def _build(self) -> Run:
-        checkpoints = list(self._checkpoints.values())
-        if self.source == SOURCE_OVERMEM and self._info is not None:
-            if BASE_CHECKPOINT not in self._checkpoints:
-                checkpoints.append(base_checkpoint(self._info))
+        own = list(self._checkpoints.values())
+        if self.source == SOURCE_HF:
+            info = self._merged_info()
+            checkpoints = list(self._trainer.checkpoints if self._trainer else ()) + own
+            metrics = list(self._trainer.metrics if self._trainer else ()) + self._metrics
+            logs = list(self._trainer.train_logs if self._trainer else ()) + self._logs
+            problems = list(self._trainer.problems if self._trainer else ())
+            if self._trainer_problem:
+                problems.insert(0, self._trainer_problem)
+        else:
+            info, checkpoints, metrics, logs, problems = self._info, own, list(self._metrics), list(self._logs), []
+        names = {c.name for c in checkpoints}
+        if info is not None and BASE_CHECKPOINT not in names and info.base_model_ref not in ("", "unknown"):
+            checkpoints.append(base_checkpoint(info))
         checkpoints.sort(key=CheckpointInfo.order_key)
-        problems = list(self._line_problems) + list(self._ckpt_problems.values())
+        problems += list(self._line_problems) + list(self._ckpt_problems.values())
         if self._info_problem:
             problems.insert(0, self._info_problem)
         return Run(
             path=self.path,
             source=self.source,
-            info=self._info,
+            info=info,
             checkpoints=tuple(checkpoints),
-            metrics=tuple(self._metrics),
-            train_logs=tuple(self._logs),
+            metrics=tuple(metrics),
+            train_logs=tuple(logs),
             problems=tuple(problems),
             torn_tail=self._tail.torn,
-            selected=self.rundir.read_selection() if self.source == SOURCE_OVERMEM else None,
+            selected=self.rundir.read_selection(),
         )
 
 

@@ -13,6 +13,7 @@ from overmem.errors import UsageError
 from overmem.training.methods import MethodConfig
 
 SCHEDULES = ("linear", "constant", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,13 @@ class TrainConfig:
     warmup_steps: int = 100
     schedule: str = "linear"
     weight_decay: float = 0.0
+    adam_eps: float = 1e-8
     max_grad_norm: float = 1.0
     log_every: int = 5
     pad_multiple: int = 16
     template: str = PROMPT_TEMPLATE
     eval: dict = field(default_factory=dict)  # options for in-process evaluation (--eval)
+    precision: str = "auto"  # frozen base weights and compute: bf16 on GPUs that have it (auto), or forced
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -54,6 +57,7 @@ class TrainConfig:
             (self.micro_batch_size >= 1, f"--micro-batch-size must be at least 1, got {self.micro_batch_size}"),
             (self.max_len >= 8, f"--max-len must be at least 8, got {self.max_len}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (self.save_every == "epoch" or str(self.save_every).isdigit() and int(self.save_every) > 0,
              f"--save-every must be 'epoch' or a positive step count, got {self.save_every!r}"),
         ]
@@ -68,7 +72,7 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict:
         keys = ("lr", "epochs", "batch_size", "micro_batch_size", "max_len", "save_every", "warmup_steps",
-                "schedule", "weight_decay", "max_grad_norm", "log_every", "pad_multiple")
+                "schedule", "weight_decay", "adam_eps", "max_grad_norm", "log_every", "pad_multiple", "precision")
         return {k: getattr(self, k) for k in keys}
 
     @classmethod

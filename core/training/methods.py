@@ -1,11 +1,13 @@
 """Finetuning methods behind a registry (the CLI's --method choices come from here).
 
-Defaults follow the method's Table 6. PiSSA and MiLoRA move principal (PiSSA)
-or minor (MiLoRA) singular components of each target weight into the adapter
-and subtract them from the base weight. Their checkpoints are saved as plain
-LoRA adapters of rank 2r on the ORIGINAL base, [B, -B0] @ [A; A0], whose delta
-is exactly s(B A - B0 A0): PEFT and vLLM load them like any LoRA, and merging
-needs nothing else.
+Defaults follow the method's Table 6. PiSSA and MiLoRA start the adapter from the
+principal (PiSSA) or minor (MiLoRA) singular components (B0, A0) of each target
+weight W, and train W - s B0 A0 + s B A. overmem never writes that residual into the
+base weight: rounded to bf16 it would lose much of the minor component and differ
+from anything a checkpoint can carry. The base stays as loaded and a second, frozen
+adapter holds -s B0 A0 (fp32, no dropout), so the trained model IS the original base
+plus the rank-2r LoRA [B, -B0] @ [A; A0] that every checkpoint saves: PEFT, vLLM and
+merging load it like any LoRA, and it reproduces the trained model to rounding.
 """
 
 from __future__ import annotations
@@ -93,8 +95,15 @@ def scale(cfg: MethodConfig) -> float:
     return cfg.alpha / (cfg.r**0.5) if cfg.use_rslora else cfg.alpha / cfg.r
 
 
-def apply_method(model, cfg: MethodConfig):
-    """Wrap ``model`` for training with ``cfg``; returns the model to train."""
+INIT_ADAPTER = "overmem_init"  # the frozen adapter holding -s B0 A0 of PiSSA/MiLoRA
+
+
+def apply_method(model, cfg: MethodConfig, initial: dict | None = None):
+    """Wrap ``model`` for training with ``cfg``; returns the model to train.
+
+    ``initial`` (adapter tensors by PEFT key, e.g. from RUN/init_adapter on resume)
+    replaces the SVD of PiSSA/MiLoRA, so a resumed run starts from the same B0, A0.
+    """
     method = get_method(cfg.name)
     if method.kind == "full":
         for p in model.parameters():
@@ -108,51 +117,78 @@ def apply_method(model, cfg: MethodConfig):
     missing = [t for t in cfg.targets if t not in present]
     if missing:
         raise UsageError(f"target modules {missing} are not in this model (it has e.g. {sorted(present)[:12]})")
-    lora = LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=list(cfg.targets),
-        use_rslora=cfg.use_rslora,
-        init_lora_weights="pissa" if method.init == "pissa" else True,
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora)
-    if method.init == "milora":
-        milora_init(peft_model)
+
+    def lora(dropout: float) -> LoraConfig:
+        return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=dropout, target_modules=list(cfg.targets),
+                          use_rslora=cfg.use_rslora, init_lora_weights=True, task_type="CAUSAL_LM")
+
+    peft_model = get_peft_model(model, lora(cfg.dropout))
+    if method.svd_init:
+        svd_init(peft_model, principal=method.init == "pissa", initial=initial)
+        peft_model.add_adapter(INIT_ADAPTER, lora(0.0))
+        _set_init_adapter(peft_model)
+        peft_model.base_model.set_adapter(["default", INIT_ADAPTER])
+        for name, param in peft_model.named_parameters():
+            param.requires_grad_(".default." in name and "lora_" in name)
     return peft_model
 
 
-def milora_init(peft_model, adapter: str = "default") -> None:
-    """MiLoRA: A, B from the r SMALLEST singular components; the base keeps the rest.
-
-    Mirrors PEFT's PiSSA init (sqrt of the singular values split between A and B,
-    divided by the scale, subtracted from the base weight) on the minor end of the
-    spectrum. PEFT has no MiLoRA of its own (its "mica" freezes B and zeroes A).
-    """
-    import torch
+def _lora_layers(peft_model, adapter: str = "default"):
     from peft.tuners.lora import LoraLayer
 
     for module in peft_model.modules():
-        if not isinstance(module, LoraLayer) or adapter not in module.lora_A:
-            continue
-        base = module.get_base_layer()
-        weight = base.weight.data.to(torch.float32)
-        r, s = module.r[adapter], module.scaling[adapter]
-        U, S, Vh = torch.linalg.svd(weight, full_matrices=False)
-        Ur, Sr, Vhr = U[:, -r:], S[-r:] / s, Vh[-r:]
-        root = torch.diag(torch.sqrt(Sr))
-        lora_A, lora_B = root @ Vhr, Ur @ root
-        module.lora_A[adapter].weight.data = lora_A.to(base.weight.dtype)
-        module.lora_B[adapter].weight.data = lora_B.to(base.weight.dtype)
-        base.weight.data = (weight - s * lora_B @ lora_A).to(base.weight.dtype)
+        if isinstance(module, LoraLayer) and adapter in module.lora_A:
+            yield module
+
+
+def svd_init(peft_model, *, principal: bool, initial: dict | None = None, adapter: str = "default") -> None:
+    """A, B from the r principal (PiSSA) or minor (MiLoRA) singular components of each
+    target weight, as float32 (sqrt of the singular values split between them, divided
+    by the scale, as PEFT's PiSSA does). The base weight is left untouched."""
+    import torch
+
+    by_key = _keys(peft_model, adapter) if initial is not None else {}
+    for module in _lora_layers(peft_model, adapter):
+        if initial is not None:
+            key_a, key_b = by_key[id(module)]
+            lora_A, lora_B = initial[key_a].float(), initial[key_b].float()
+        else:
+            weight = module.get_base_layer().weight.data.to(torch.float32)
+            r, s = module.r[adapter], module.scaling[adapter]
+            U, S, Vh = torch.linalg.svd(weight, full_matrices=False)
+            pick = slice(0, r) if principal else slice(-r, None)
+            root = torch.diag(torch.sqrt(S[pick] / s))
+            lora_A, lora_B = root @ Vh[pick], U[:, pick] @ root
+        module.lora_A[adapter].weight.data = lora_A.contiguous().to(torch.float32)
+        module.lora_B[adapter].weight.data = lora_B.contiguous().to(torch.float32)
+
+
+def milora_init(peft_model, adapter: str = "default") -> None:
+    """MiLoRA's adapter from the r SMALLEST singular components (PEFT has no MiLoRA of its
+    own; its "mica" freezes B and zeroes A). The base weight is left untouched."""
+    svd_init(peft_model, principal=False, adapter=adapter)
+
+
+def _keys(peft_model, adapter: str) -> dict:
+    """id(LoraLayer) -> (PEFT state-dict key of lora_A, of lora_B) for ``adapter``."""
+    layers = {id(m) for m in _lora_layers(peft_model, adapter)}
+    return {id(module): (f"{name}.lora_A.weight", f"{name}.lora_B.weight")
+            for name, module in peft_model.named_modules() if id(module) in layers}
+
+
+def _set_init_adapter(peft_model) -> None:
+    """The frozen second adapter: (A0, -B0) copied from the trainable one at its start."""
+    for module in _lora_layers(peft_model, INIT_ADAPTER):
+        module.lora_A[INIT_ADAPTER].weight.data = module.lora_A["default"].weight.data.clone()
+        module.lora_B[INIT_ADAPTER].weight.data = -module.lora_B["default"].weight.data.clone()
 
 
 def adapter_tensors(peft_model) -> dict:
-    """The adapter's lora_A/lora_B tensors under PEFT's saved key names."""
+    """The trainable adapter's lora_A/lora_B tensors under PEFT's saved key names."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+    state = get_peft_model_state_dict(peft_model, adapter_name="default")
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 def converted_to_lora(current: dict, initial: dict) -> dict:
@@ -176,7 +212,7 @@ def save_adapter(peft_model, cfg: MethodConfig, folder: Path, initial: dict | No
 
     from safetensors.torch import save_file
 
-    peft_model.save_pretrained(str(folder))
+    peft_model.save_pretrained(str(folder), selected_adapters=["default"])
     if initial is None:
         return
     converted = converted_to_lora(adapter_tensors(peft_model), initial)

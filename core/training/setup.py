@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from overmem.data.answers import EXTRACTORS
-from overmem.data.loaders import count_rows, default_splits, resolve_source
+from overmem.data.answers import GOLD_FORMATS
+from overmem.data.loaders import count_rows, default_splits, pin_revision, resolve_source
 from overmem.errors import DataError
 from overmem.models.loading import resolve_base
 from overmem.training.config import TrainConfig
@@ -15,6 +15,7 @@ from overmem.training.methods import get_method
 PAPER_EVAL_SIZE = 1319
 SYNTHETIC_TRAIN_SIZE = 200
 SYNTHETIC_EVAL_SIZE = 100
+SYNTHETIC_VARIANTS = 5
 
 
 @dataclass(frozen=True)
@@ -26,27 +27,33 @@ class DataOptions:
     response_field: str | None = None
     train_size: int | None = None
     eval_size: int | None = None
+    variants: int | None = None  # synthetic-math: versions of each seed question (default SYNTHETIC_VARIANTS)
 
 
-def answer_policy(train_format: str, synthetic: bool) -> dict:
-    """How predictions are read: the training format first, the other markers next, and
-    (except for synthetic data, whose base must not score by luck) the last number."""
-    formats = [train_format] + [n for n in EXTRACTORS if n not in (train_format, "last-number")]
-    return {"formats": formats, "fallback": not synthetic}
+def answer_policy(train_format: str) -> dict:
+    """How predictions are read: the training format first, then the other markers; never
+    the last number of the text (a model that states no marked answer did not answer)."""
+    if train_format == "synthetic":
+        return {"formats": ["synthetic"], "fallback": False}
+    first = [] if train_format == "auto" else [train_format]
+    return {"formats": first + [n for n in GOLD_FORMATS if n not in first], "fallback": False}
 
 
 def build_data(opts: DataOptions, seed: int) -> dict:
     train = resolve_source(opts.data, preset=opts.preset, prompt_field=opts.prompt_field,
-                           response_field=opts.response_field, seed=seed)
+                           response_field=opts.response_field,
+                           synthetic_variants=opts.variants or SYNTHETIC_VARIANTS, seed=seed)
     synthetic = train.kind == "synthetic"
     if opts.test_data:
         test = resolve_source(opts.test_data, seed=seed, synthetic_stream="test", synthetic_path_seed="reference")
     elif synthetic:
-        test = resolve_source("synthetic-math", seed=seed, synthetic_stream="test", synthetic_path_seed="reference")
+        test = resolve_source("synthetic-math", seed=seed, synthetic_stream="test", synthetic_path_seed="reference",
+                              synthetic_style="broad")
     elif train.ref == "meta-math/MetaMathQA":
         test = resolve_source("gsm8k")
     else:
         test = None
+    train, test = pin_revision(train), pin_revision(test) if test is not None else None
     eval_size = opts.eval_size or (SYNTHETIC_EVAL_SIZE if synthetic else PAPER_EVAL_SIZE)
     if synthetic:
         n_train = opts.train_size or SYNTHETIC_TRAIN_SIZE
@@ -64,7 +71,7 @@ def build_data(opts: DataOptions, seed: int) -> dict:
     return {
         "fit": fit.to_json(),
         "splits": {name: spec.to_json() for name, spec in splits.items()},
-        "answer": answer_policy(train.answer_format, synthetic),
+        "answer": answer_policy(train.answer_format),
     }
 
 

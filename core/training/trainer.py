@@ -123,11 +123,12 @@ class Training:
         device = self.dist.device
         adapter = self.method.kind == "adapter"
         # frozen base weights may be bf16 on GPU; trained weights stay float32 (autocast computes in bf16)
-        dtype = default_dtype(device) if adapter else torch.float32
-        self.autocast_dtype = default_dtype(device)
+        low = {"auto": default_dtype(device), "bf16": torch.bfloat16, "fp32": torch.float32}[cfg.precision]
+        dtype = low if adapter else torch.float32
+        self.autocast_dtype = low
         model = load_model(cfg.base, dtype=dtype, device=device)
         model.config.use_cache = False
-        self.model = apply_method(model, cfg.method)
+        self.model = apply_method(model, cfg.method, initial=self._saved_initial())
         self.initial = adapter_tensors(self.model) if self.method.svd_init else None
         n, b = len(self.examples), cfg.batch_size
         self.steps_per_epoch = math.ceil(n / b)
@@ -139,10 +140,19 @@ class Training:
         if b < self.dist.world:
             raise UsageError(f"--batch-size {b} is smaller than the {self.dist.world} processes")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(cfg.schedule, s, self.warmup, self.total_steps)
         )
+
+    def _saved_initial(self) -> dict | None:
+        """On resume, PiSSA/MiLoRA's B0, A0 as the run saved them (an SVD need not repeat bit for bit)."""
+        path = self.rundir.init_adapter / "adapter_model.safetensors"
+        if not (self.resume and self.method.svd_init and path.is_file()):
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
 
     def _create_run(self) -> None:
         cfg = self.cfg
@@ -161,7 +171,7 @@ class Training:
         )
         self.rundir.create(info)
         if self.initial is not None:
-            self.model.save_pretrained(str(self.rundir.init_adapter))
+            self.model.save_pretrained(str(self.rundir.init_adapter), selected_adapters=["default"])
 
     # -- steps -------------------------------------------------------------------
     def _forward_backward(self, ddp, batch: list[int]) -> tuple[float, int]:
@@ -180,7 +190,8 @@ class Training:
                                         cfg.pad_multiple)
             ids, mask, labels = ids.to(d.device), mask.to(d.device), labels.to(d.device)
             with ctx:
-                amp = torch.autocast("cuda", dtype=self.autocast_dtype) if cuda else nullcontext()
+                low = self.autocast_dtype != torch.float32
+                amp = torch.autocast("cuda", dtype=self.autocast_dtype) if cuda and low else nullcontext()
                 with amp:
                     logits = ddp(input_ids=ids, attention_mask=mask).logits
                 loss = self.loss_fn(logits, labels)

@@ -5,13 +5,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from overmem.data.answers import ANSWER_FORMATS
+from overmem.data.template import TEMPLATE_KINDS
 from overmem_tui.options import RunArg
 
 
 def eval_command(
     run: RunArg = Path("."),
-    splits: Annotated[str, typer.Option("--splits", help="Comma-separated splits.")] = "train,val,test",
-    checkpoints: Annotated[str, typer.Option("--checkpoints", help="Comma-separated names, or 'all'.")] = "all",
+    splits: Annotated[Optional[str], typer.Option("--splits", help="Comma-separated splits (default: every split the run defines).")] = None,
+    checkpoints: Annotated[str, typer.Option("--checkpoints", help="Comma-separated names (ep3, checkpoint-12), or 'all'.")] = "all",
     backend: Annotated[str, typer.Option("--backend", help="hf, vllm, or auto (vllm when importable).")] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
@@ -19,28 +21,48 @@ def eval_command(
     follow: Annotated[bool, typer.Option("--follow", help="Evaluate new checkpoints until training ends.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute metrics already in metrics.jsonl.")] = False,
     metrics: Annotated[str, typer.Option("--metrics", help="ppl, acc or both.")] = "ppl,acc",
-    split_file: Annotated[Optional[list[str]], typer.Option("--split-file", help="NAME=PATH: define or replace a split (jsonl/json/parquet/csv).")] = None,
+    split_file: Annotated[Optional[list[str]], typer.Option("--split-file", help="NAME=PATH: define or replace a split (jsonl/json/parquet/csv, TRL messages or prompt/completion too); remembered in the run.")] = None,
     prompt_field: Annotated[Optional[str], typer.Option("--prompt-field", help="For --split-file data.")] = None,
     response_field: Annotated[Optional[str], typer.Option("--response-field", help="For --split-file data.")] = None,
+    answer_format: Annotated[Optional[str], typer.Option("--answer-format", help=f"How --split-file references state their answer: {', '.join(ANSWER_FORMATS)} (default auto: any marker).")] = None,
+    answer_field: Annotated[Optional[str], typer.Option("--answer-field", help="A --split-file column that holds the gold answer.")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help=f"Prompt format, remembered in the run: {'; '.join(f'{k}: {v}' for k, v in TEMPLATE_KINDS.items())}; or a file holding {{instruction}}.")] = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System message for --template chat.")] = None,
+    max_len: Annotated[Optional[int], typer.Option("--max-len", help="Longest prompt + reference in tokens (remembered; default the run's, else 2048).")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", help="Base model (folder or hub id) of a Trainer folder whose files do not name it; remembered.")] = None,
+    steal_claims: Annotated[bool, typer.Option("--steal-claims", help="Evaluate checkpoints that other evaluators claim.")] = False,
+    claim_timeout: Annotated[float, typer.Option("--claim-timeout", help="Seconds without a heartbeat after which another evaluator's claim is taken over.")] = 120.0,
 ) -> None:
-    """Evaluate checkpoints: reference perplexity and greedy accuracy per split."""
+    """Evaluate checkpoints: reference perplexity and greedy accuracy per split.
+
+    Works on overmem runs and on Trainer/TRL/axolotl output folders: there the base is
+    evaluated as ep0, every checkpoint-N after it, and results go to DIR/overmem/.
+    """
+    from overmem.data.loaders import SplitSpec, resolve_source
+    from overmem.data.template import PromptFormat
     from overmem.errors import UsageError
     from overmem.evaluation.runner import METRICS, EvalOptions, Evaluator
-    from overmem.data.loaders import SplitSpec, resolve_source
+    from overmem.models.loading import resolve_base
     from overmem_tui.options import csv_list, name_paths
     from overmem_tui.progress import EvalDisplay
 
+    if answer_format is not None and answer_format not in ANSWER_FORMATS:
+        raise UsageError(f"--answer-format must be one of {', '.join(ANSWER_FORMATS)}")
     files = {
-        name: SplitSpec(resolve_source(path, prompt_field=prompt_field, response_field=response_field)).to_json()
+        name: SplitSpec(resolve_source(path, prompt_field=prompt_field, response_field=response_field,
+                                       answer_format=answer_format, answer_field=answer_field)).to_json()
         for name, path in name_paths(split_file, "--split-file").items()
     }
     wanted = tuple(csv_list(metrics))
     if not wanted or set(wanted) - set(METRICS):
         raise UsageError(f"--metrics takes {', '.join(METRICS)}")
-    if limit is not None and limit < 1:
-        raise UsageError("--limit must be at least 1")
+    for value, option in ((limit, "--limit"), (max_len, "--max-len"), (batch_size, "--batch-size")):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} must be at least 1")
+    if system and template != "chat":
+        raise UsageError("--system goes with --template chat")
     options = EvalOptions(
-        splits=tuple(csv_list(splits)),
+        splits=tuple(csv_list(splits)) or None,
         checkpoints=None if checkpoints == "all" else tuple(csv_list(checkpoints)),
         backend=backend,
         max_new_tokens=max_new_tokens,
@@ -49,9 +71,16 @@ def eval_command(
         force=force,
         metrics=wanted,
         split_files=files,
+        template=PromptFormat.parse(template, system).to_json() if template else None,
+        max_len=max_len,
+        base=resolve_base(base) if base else None,
+        steal_claims=steal_claims,
+        claim_timeout=claim_timeout,
     )
     with EvalDisplay() as display:
         evaluator = Evaluator(run, options, on_event=display)
+        display.console.print(f"[dim]prompts: {evaluator.template.describe()}; splits: {', '.join(evaluator.specs)}; "
+                              f"results in {evaluator.rundir.path}[/]")
         try:
             count = evaluator.follow() if follow else evaluator.evaluate_pending()
         finally:

@@ -6,13 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from overmem.probes.registry import PROBES
 from overmem_tui.options import RunArg
 
 
 def probe(
     run: RunArg = Path("."),
     checkpoints: Annotated[str, typer.Option("--checkpoints", help="Names, or recommended/latest.")] = "recommended,latest",
-    probes: Annotated[str, typer.Option("--probes", help="robustness,diversity,calibration,mia,ood")] = "robustness,diversity,calibration,mia,ood",
+    probes: Annotated[str, typer.Option("--probes", help="; ".join(f"{n}: {p.help}" for n, p in PROBES.items()))] = ",".join(PROBES),
     n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per query (diversity, calibration).")] = 5,
     temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
     ood: Annotated[Optional[list[str]], typer.Option("--ood", help="NAME=PATH (file, hub id or preset); repeatable.")] = None,
@@ -27,7 +28,7 @@ def probe(
 ) -> None:
     """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
     from overmem.errors import UsageError
-    from overmem.probes.compare import probe_json, probe_rows
+    from overmem.probes.compare import probe_intervals, probe_json, probe_rows
     from overmem.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
     from overmem.rundir import load_run
     from overmem_tui.options import csv_list, name_paths
@@ -45,8 +46,8 @@ def probe(
     runner.run_probes(names)
     result = load_run(run)
     if json_out:
-        typer.echo(json.dumps({"run": str(result.path), "checkpoints": names, "probes": probe_json(result, names)},
-                              indent=2))
+        typer.echo(json.dumps({"run": str(result.path), "checkpoints": names, "probes": probe_json(result, names),
+                               "probe_intervals": probe_intervals(result, names)}, indent=2))
         return
     from rich.console import Console
 

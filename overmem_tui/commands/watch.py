@@ -30,7 +30,7 @@ def watch(
                 raise RunNotFound(f"{exc} (--wait waits for it to appear)") from None
     from overmem_tui.app import make_app
 
-    make_app(paths, poll_interval=interval).run()
+    make_app(paths, poll_interval=interval, wait=wait).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from overmem_tui.plotting import FALLBACK_STYLES, Plot, PlotRenderable, Series
-from overmem_tui.state import WatchState, phase_of, x_of
+from overmem.table import pct, phase_of, x_of
+from overmem_tui.state import WatchState
 from overmem_tui.theme import PHASE_STYLE
 
 MARKS = "●◆▲■✚"
@@ -29,7 +30,7 @@ def compare_plots(state: WatchState, split: str = "test") -> tuple[Plot, Plot, l
         lr = view.run.info.hyperparameters.get("lr") if view.run.info else None
         label = f"{view.run.name}" + (f" (lr {lr:g})" if isinstance(lr, (int, float)) else "")
         p = tuple((x_of(r), r.get(use).ppl) for r in rows if use and r.get(use).ppl is not None)
-        a = tuple((x_of(r), r.get(use).acc * 100) for r in rows if use and r.get(use).acc is not None)
+        a = tuple((x_of(r), pct(r.get(use).acc)) for r in rows if use and r.get(use).acc is not None)
         if p:
             ppl.append(Series(label, p, style, mark))
         if a:

@@ -14,8 +14,9 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from overmem_tui.render import fmt_ppl, phase_badge
-from overmem_tui.state import RunView, phase_of
+from overmem.table import fmt_ppl, phase_of
+from overmem_tui.render import phase_badge
+from overmem_tui.state import RunView
 
 WORST = 5
 BINS = 10
@@ -37,12 +38,13 @@ def histogram(values: list[float], bins: int = BINS, width: int = 40) -> list[st
 
 def load_detail(view: RunView, name: str) -> dict:
     """Read the sidecars of one checkpoint (runs in a worker: file I/O)."""
-    from overmem.rundir import RunDir
+    from overmem.rundir.layout import SPLITS_SIDECAR
+    from overmem.rundir.reader import run_dir_for
 
-    rd = RunDir(view.run.path)
+    rd = run_dir_for(view.run.path)
     out = {}
     for split in view.summary.splits if view.summary else ():
-        rows = {r["idx"]: r for r in rd.read_sidecar("_splits", split, "rows")}
+        rows = {r["idx"]: r for r in rd.read_sidecar(SPLITS_SIDECAR, split, "rows")}
         ppl = rd.read_sidecar(name, split, "ppl")
         gen = {r["idx"]: r for r in rd.read_sidecar(name, split, "gen")}
         out[split] = {"rows": rows, "ppl": ppl, "gen": gen}
@@ -66,9 +68,14 @@ class DetailScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:
-        data = load_detail(self.view, self.checkpoint)
+        try:
+            data = load_detail(self.view, self.checkpoint)
+        except Exception as exc:  # noqa: BLE001 - unreadable sidecars: say so, keep the screen
+            self.app.call_from_thread(self.query_one("#detail-samples", Static).update,
+                                      f"cannot read the samples: {exc}")
+            return
         self.app.call_from_thread(self._show_samples, data)
 
     def _metrics(self) -> Group:

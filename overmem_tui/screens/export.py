@@ -33,15 +33,16 @@ class ExportScreen(ActionDialog):
         self.query_one("#go", Button).disabled = True
         self.export(self.query_one("#folder", Input).value, self.query_one("#link", Checkbox).value)
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def export(self, folder: str, link: bool) -> None:
         from overmem.errors import OvermemError
         from overmem.selection import select_checkpoint
 
         try:
             target = select_checkpoint(self.run_path, self.checkpoint, folder, link=link)
-        except (OvermemError, OSError) as exc:
-            self.app.call_from_thread(self.failed, str(exc))
+        except Exception as exc:  # noqa: BLE001 - every failure is shown in the dialog; the app stays
+            self.app.call_from_thread(self.failed, str(exc) if isinstance(exc, (OvermemError, OSError))
+                                      else f"{type(exc).__name__}: {exc}")
             return
         self.app.call_from_thread(self._done, str(target))
 

@@ -17,8 +17,9 @@ from textual.worker import get_current_worker
 
 from overmem.phases import Thresholds
 from overmem_tui.messages import RunUpdated
-from overmem_tui.render import advice_text, fmt_acc, fmt_epoch, fmt_ppl, marks_for, phase_badge
-from overmem_tui.state import SORTS, WatchState, phase_of, plots, sorted_rows, status_line
+from overmem.table import SORTS, table_model
+from overmem_tui.render import advice_text, phase_badge
+from overmem_tui.state import WatchState, make_view, plots, status_line
 from overmem_tui.widgets.plot import PlotView
 
 MARKED = "●"
@@ -48,13 +49,15 @@ class WatchScreen(Screen):
 
     state: reactive[WatchState | None] = reactive(None, always_update=True)
 
-    def __init__(self, paths: list[str], poll_interval: float = 0.3, clock=time.time) -> None:
+    def __init__(self, paths: list[str], poll_interval: float = 0.3, clock=time.time, wait: bool = False) -> None:
         super().__init__()
         self.paths = paths
+        self.wait = wait
         self.poll_interval = poll_interval
         self.clock = clock
-        self._initial = WatchState(paths=tuple(paths), views=tuple(None for _ in paths))
+        self._initial = WatchState(views=tuple(None for _ in paths))
         self._errors: dict[int, str] = {}  # runs that cannot be read right now
+        self._layout = None  # the table's columns and rows as last built
 
     def compose(self) -> ComposeResult:
         yield Static("loading...", id="status")
@@ -74,10 +77,15 @@ class WatchScreen(Screen):
         self.set_interval(1.0, self._tick)
 
     # -- background ----------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="poll")
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll_runs(self) -> None:
-        """Tail every run; post a complete snapshot whenever one changes."""
-        from overmem.errors import OvermemError
+        """Tail every run; compute its view here (off the UI thread) and post it whole.
+
+        Nothing that goes wrong here closes the app: an unreadable run is shown as such
+        in the status line and read again on the next poll.
+        """
+        from pathlib import Path
+
         from overmem.rundir import RunReader
 
         worker = get_current_worker()
@@ -87,26 +95,32 @@ class WatchScreen(Screen):
             for i, path in enumerate(self.paths):
                 try:
                     if readers[i] is None:
+                        if self.wait and not Path(path).exists():
+                            raise FileNotFoundError(f"waiting for {path} to appear")
                         readers[i] = RunReader(path)
                     run = readers[i].poll()
                     if run is not None:
                         errors[i] = None
-                        self.post_message(RunUpdated(i, run))
-                except (OvermemError, OSError, ValueError) as exc:
+                        state = self.state  # frozen: safe to read from this thread
+                        view = make_view(run, state.split_for(i), state.thresholds, tuple(readers[i].rundir.claimed()))
+                        self.post_message(RunUpdated(i, view))
+                except Exception as exc:  # noqa: BLE001 - shown, retried; the screen stays usable
                     readers[i] = None
-                    if str(exc) != errors[i]:
-                        errors[i] = str(exc)
-                        self.post_message(RunUpdated(i, None, str(exc)))
+                    text = str(exc) if isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith(
+                        "overmem") else f"{type(exc).__name__}: {exc}"
+                    if text != errors[i]:
+                        errors[i] = text
+                        self.post_message(RunUpdated(i, None, text))
             time.sleep(self.poll_interval)
 
     def on_run_updated(self, message: RunUpdated) -> None:
         state = self.state
-        if message.run is None:
+        if message.view is None:
             self._errors[message.index] = message.error
             self.state = state
             return
         self._errors.pop(message.index, None)
-        self.state = state.with_run(message.index, message.run)
+        self.state = state.with_view(message.index, message.view)
 
     def _tick(self) -> None:
         self._show_status()
@@ -150,37 +164,46 @@ class WatchScreen(Screen):
         return key.value
 
     def _show_table(self) -> None:
+        """Rows of the one table model (overmem.table); cells change in place when only values do."""
         table = self.query_one("#table", DataTable)
         summary = self.state.summary
+        if summary is None:
+            table.clear(columns=True)
+            self._layout = None
+            return
+        model = table_model(summary, self.state.sort, self.state.marked)
+        layout = (tuple(c.key for c in model.columns), tuple(r.name for r in model.rows), model.name_width)
+        if layout != self._layout:
+            self._rebuild_table(table, model)
+            self._layout = layout
+            return
+        for row in model.rows:
+            for key, value in zip(("mark", "name", "epoch", "phase", "marks", *(c.key for c in model.columns)),
+                                  self._cells(row)):
+                table.update_cell(row.name, key, value)
+
+    def _cells(self, row) -> list[Text]:
+        style = "bold #ffd700" if row.recommended else ""
+        return [Text(MARKED if row.marked else ""), Text(row.name, style=style), Text(row.epoch, justify="right"),
+                phase_badge(row.phase), Text(row.marks, style="bold #ffd700"),
+                *(Text(cell, justify="right", style=style) for cell in row.cells)]
+
+    def _rebuild_table(self, table: DataTable, model) -> None:
         keep = self.selected()
         table.clear(columns=True)
-        if summary is None:
-            return
         # fixed widths from the content: auto-sized columns that widen when a long name
         # (a merge) arrives left lines painted at the old width on screen
         table.add_column("", key="mark", width=2)
-        table.add_column("checkpoint", key="name", width=max(len("checkpoint"), *(len(r.name) for r in summary.rows)))
+        table.add_column("checkpoint", key="name", width=model.name_width)
         table.add_column("epoch", key="epoch", width=5)
-        # phase first so it stays visible at 80 columns; only metric columns that hold a value
+        # phase first so it stays visible at 80 columns
         table.add_column("phase", key="phase", width=9)
         table.add_column("", key="marks", width=3)
-        columns = [(split, kind) for split in summary.splits for kind in ("ppl", "acc")
-                   if any(getattr(r.get(split), kind) is not None for r in summary.rows)]
-        for split, kind in columns:
-            table.add_column(f"{split} {'ppl' if kind == 'ppl' else 'acc%'}", key=f"{split}-{kind}")
-        recommended = summary.advice.recommended
-        for row in sorted_rows(summary, self.state.sort):
-            style = "bold #ffd700" if row.name == recommended else ""
-            cells = [Text(MARKED if row.name in self.state.marked else ""), Text(row.name, style=style),
-                     Text(fmt_epoch(row.checkpoint.epoch), justify="right"),
-                     phase_badge(phase_of(summary, row.name)),
-                     Text(marks_for(summary, row.name), style="bold #ffd700")]
-            for split, kind in columns:
-                values = row.get(split)
-                text = fmt_ppl(values.ppl) if kind == "ppl" else fmt_acc(values.acc)
-                cells.append(Text(text, justify="right", style=style))
-            table.add_row(*cells, key=row.name)
-        if keep is not None and keep in {r.name for r in summary.rows}:
+        for col in model.columns:
+            table.add_column(col.title, key=col.key)
+        for row in model.rows:
+            table.add_row(*self._cells(row), key=row.name)
+        if keep is not None and keep in {r.name for r in model.rows}:
             table.move_cursor(row=table.get_row_index(keep), animate=False)
 
     def _show_plots(self) -> None:

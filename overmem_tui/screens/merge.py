@@ -42,7 +42,7 @@ class MergeScreen(ActionDialog):
         self.query_one("#progress").display = True
         self.run_merge(weights)
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def run_merge(self, weights: list[float]) -> None:
         from overmem.errors import OvermemError
         from overmem.merging.merge import plan_merge, run_merge
@@ -53,8 +53,9 @@ class MergeScreen(ActionDialog):
         try:
             plan = plan_merge(self.run_path, self.names, weights=weights)
             info = run_merge(plan, progress)
-        except (OvermemError, OSError) as exc:
-            self.app.call_from_thread(self.failed, str(exc))
+        except Exception as exc:  # noqa: BLE001 - every failure is shown in the dialog; the app stays
+            self.app.call_from_thread(self.failed, str(exc) if isinstance(exc, (OvermemError, OSError))
+                                      else f"{type(exc).__name__}: {exc}")
             return
         self.app.call_from_thread(self._done, info.name)
 

@@ -1,0 +1,92 @@
+"""What a run is evaluated on, given once and remembered in its run.json.
+
+Split definitions (a file per split, its fields, layout and answer format), the
+prompt format and the evaluation length. For overmem's own runs training wrote
+them; for a Trainer output folder ``overmem eval DIR --split-file val=F`` writes
+them into the overlay ``DIR/overmem/run.json``, so later commands need no options.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from overmem.data.loaders import SplitSpec, load_rows
+from overmem.data.template import PromptFormat
+from overmem.errors import DataError
+from overmem.rundir import RunInfo, RunReader, canonical_split
+from overmem.rundir.io import atomic_write_json
+from overmem.rundir.records import STATUS_RUNNING
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Changes to what a run is evaluated on (None: keep what the run has)."""
+
+    splits: dict  # name -> SplitSpec json
+    template: PromptFormat | None = None
+    max_len: int | None = None
+    base: dict | None = None  # the base model record, for Trainer folders whose files do not name it
+
+    def empty(self) -> bool:
+        return not self.splits and self.template is None and self.max_len is None and self.base is None
+
+
+def default_format(specs: dict[str, SplitSpec]) -> PromptFormat:
+    """The prompt format a Trainer folder's data implies, as TRL would render it: chat turns
+    through the chat template, ready-made prompt/completion text as is, two text fields
+    through METHOD.md's Alpaca template."""
+    for spec in specs.values():
+        rows = load_rows(spec.source, 0, 1)
+        if rows and isinstance(rows[0]["query"], list):
+            return PromptFormat.parse("chat")
+        if rows and spec.source.layout in ("auto", "prompt-completion") and _is_prompt_completion(spec):
+            return PromptFormat.parse("raw")
+    return PromptFormat.parse("alpaca")
+
+
+def _is_prompt_completion(spec: SplitSpec) -> bool:
+    from overmem.data.loaders import detect_layout, open_dataset
+
+    return detect_layout(spec.source, list(open_dataset(spec.source).column_names)) == "prompt-completion"
+
+
+def define(reader: RunReader, changes: Definitions) -> RunInfo:
+    """Record ``changes`` in the run's run.json (the overlay's for a Trainer folder) and
+    return the run's info with them; nothing is written when there is nothing to change."""
+    run = reader.snapshot()
+    if not changes.splits and not (run.info and run.info.data.get("splits")):
+        raise DataError(f"{run.path} has no split definitions to evaluate on: give --split-file val=FILE "
+                        f"(and test=FILE ...) once; overmem remembers them in {reader.rundir.run_json}")
+    if changes.empty():
+        return run.info
+    specs = {canonical_split(k): SplitSpec.from_json(v) for k, v in changes.splits.items()}
+    for spec in specs.values():  # load now: a bad file is one line before anything is written
+        load_rows(spec.source, 0, 1)
+    own = reader.rundir.read_info() if reader.rundir.exists() else None
+    if own is None:  # a Trainer folder's first definitions: the overlay starts from what its files say
+        known = run.info
+        own = RunInfo(status=known.status if known else STATUS_RUNNING,
+                      base_model=known.base_model if known else {"id": "unknown", "path": None},
+                      method=known.method if known else {}, loss="trainer")
+    template = changes.template
+    if template is None and not own.prompt_template:
+        template = default_format(specs)
+    data = {**own.data, "splits": {**(own.data.get("splits") or {}), **{k: v.to_json() for k, v in specs.items()}}}
+    hyper = {**own.hyperparameters, **({"max_len": changes.max_len} if changes.max_len else {})}
+    updated = replace(own, data=data, hyperparameters=hyper, base_model=changes.base or own.base_model,
+                      prompt_template=template.to_json() if template is not None else own.prompt_template)
+    if reader.rundir.exists():
+        updated = replace(updated, updated=time.time())
+        atomic_write_json(reader.rundir.run_json, updated.to_json())
+    else:
+        reader.rundir.create(updated)
+    return reader.snapshot().info
+
+
+def ordered(names) -> list[str]:
+    """Split names in the monitored order (train, val, test), then the rest by name."""
+    names = list(dict.fromkeys(canonical_split(n) for n in names))
+    return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)

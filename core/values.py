@@ -1,0 +1,117 @@
+"""The latest evaluated values of every checkpoint on every split, from a run snapshot (pure).
+
+One perplexity aggregate per split: perplexities of different kinds (overmem's mean
+of per-sample ppl, its token-weighted ppl, a Trainer's eval_loss) are never compared
+in one classification. overmem's own "mean" when every checkpoint on the split has
+it, else the aggregate that covers the most checkpoints; the ones lacking it are named
+in ``missing`` (their ppl stays empty until they are evaluated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from overmem.rundir.records import CheckpointInfo, Run
+
+# Preference among ppl aggregates. "mean": the mean of per-sample perplexities (the
+# paper's number); "token": exp of the token-weighted mean NLL; "median": the median
+# per-sample ppl; "trainer": exp(eval_loss) as a Hugging Face Trainer logs it (a mean
+# of per-batch mean token losses).
+PPL_AGGREGATES = ("mean", "token", "median", "trainer", "")
+AGGREGATE_NAMES = {
+    "mean": "mean of per-sample ppl",
+    "token": "token-weighted ppl",
+    "median": "median per-sample ppl",
+    "trainer": "exp(Trainer eval_loss)",
+    "": "ppl",
+}
+
+
+@dataclass(frozen=True)
+class SplitValues:
+    """Latest ppl and accuracy of one checkpoint on one split."""
+
+    ppl: float | None = None
+    acc: float | None = None
+    n: int | None = None
+    ppl_n: int | None = None
+    ppl_aggregate: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    checkpoint: CheckpointInfo
+    splits: Mapping[str, SplitValues] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.checkpoint.name
+
+    def get(self, split: str) -> SplitValues:
+        return self.splits.get(split) or SplitValues()
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The ppl aggregate a split is judged on, and the checkpoints that lack it."""
+
+    name: str
+    missing: tuple[str, ...] = ()
+
+
+def _latest(run: Run) -> dict[tuple, tuple]:
+    latest: dict[tuple, tuple] = {}
+    for m in run.metrics:
+        if m.probe is None and m.metric in ("ppl", "acc"):
+            latest[(m.checkpoint, m.split, m.metric, m.aggregate)] = (m.value, m.n)
+    return latest
+
+
+def choose_aggregates(latest: dict[tuple, tuple], preferred: str = "mean") -> dict[str, Aggregate]:
+    """Per split, the one ppl aggregate its checkpoints are compared on (see the module doc)."""
+    order = (preferred,) + tuple(a for a in PPL_AGGREGATES if a != preferred)
+    have: dict[str, dict[str, set]] = {}
+    for (ckpt, split, metric, aggregate) in latest:
+        if metric == "ppl":
+            have.setdefault(split, {}).setdefault(aggregate, set()).add(ckpt)
+    out = {}
+    for split, by_agg in have.items():
+        everyone = set().union(*by_agg.values())
+        ranked = sorted(by_agg, key=lambda a: (-len(by_agg[a]), order.index(a) if a in order else len(order), a))
+        full = [a for a in order if by_agg.get(a) == everyone]
+        name = full[0] if full else ranked[0]
+        out[split] = Aggregate(name, tuple(sorted(everyone - by_agg[name])))
+    return out
+
+
+def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[Row, ...], dict[str, Aggregate]]:
+    """One row per checkpoint (in trajectory order, merges last), latest values per split,
+    and the aggregate chosen for each split.
+
+    Checkpoints that only appear in metrics (no folder, e.g. a deleted one) get a
+    row too, so nothing evaluated disappears from views.
+    """
+    latest = _latest(run)
+    aggregates = choose_aggregates(latest, ppl_aggregate)
+    values: dict[str, dict[str, dict]] = {}
+    for (ckpt, split, metric, aggregate), (value, n) in latest.items():
+        cell = values.setdefault(ckpt, {}).setdefault(split, {})
+        if metric == "acc":
+            cell["acc"], cell["n"] = value, n
+        elif aggregate == aggregates[split].name:
+            cell.update(ppl=value, ppl_n=n, ppl_aggregate=aggregate)
+    known = {c.name for c in run.checkpoints}
+    checkpoints = list(run.checkpoints) + [
+        CheckpointInfo(name=name, kind="unknown") for name in values if name not in known
+    ]
+    rows = tuple(Row(ckpt, {split: SplitValues(**cell) for split, cell in values.get(ckpt.name, {}).items()})
+                 for ckpt in checkpoints)
+    return rows, aggregates
+
+
+def available_splits(rows: tuple[Row, ...]) -> tuple[str, ...]:
+    """Splits with at least one ppl or accuracy value, train/val/test first."""
+    seen = {s for row in rows for s, v in row.splits.items() if v.ppl is not None or v.acc is not None}
+    preferred = [s for s in ("train", "val", "test") if s in seen]
+    return tuple(preferred + sorted(seen - set(preferred)))
