@@ -104,13 +104,13 @@ def _fallback(points: Sequence[Point], split: str | None, reasons: list[str]) ->
         best = max(with_acc, key=lambda p: p.acc)
         reasons.append(
             f"{best.name}: highest {split} accuracy; no perplexity on {split}, so an over-memorized "
-            "checkpoint cannot be told apart (evaluate ppl to apply the method's rule)"
+            "checkpoint cannot be told apart (overmem eval measures it)"
         )
         return best.name
     lowest = min((p for p in points if p.ppl is not None), key=lambda p: p.ppl)
     reasons.append(
-        f"{lowest.name}: lowest {split} ppl; no accuracy on {split}, and the method warns that "
-        "ppl alone picks too early (evaluate accuracy to apply its rule)"
+        f"{lowest.name}: lowest {split} ppl; no generation accuracy on {split}, and the method warns that "
+        "ppl alone picks too early (overmem eval measures accuracy by generating answers)"
     )
     return lowest.name
 

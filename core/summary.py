@@ -8,6 +8,7 @@ from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
 from overmem.values import AGGREGATE_NAMES, Aggregate, Row, available_splits, build_rows
 from overmem.phases import Point, Thresholds
+from overmem.rundir.hf_trainer import TRAINER_METRIC
 from overmem.rundir.records import KIND_BASE, Run, canonical_split
 
 
@@ -103,6 +104,10 @@ def require_metrics(summary: Summary) -> Summary:
 def summary_json(summary: Summary) -> dict:
     """The ``overmem recommend --json`` object."""
     advice = summary.advice
+    trainer: dict = {}  # a Trainer's own eval numbers under their own names (never accuracy)
+    for m in summary.run.metrics:
+        if m.metric.startswith(TRAINER_METRIC) and m.probe is None:
+            trainer.setdefault(m.checkpoint, {}).setdefault(m.split, {})[m.metric[len(TRAINER_METRIC):]] = m.value
     checkpoints = []
     for row in summary.rows:
         verdict = advice.phases.of(row.name)
@@ -118,6 +123,7 @@ def summary_json(summary: Summary) -> dict:
                     split: {"ppl": v.ppl, "acc": v.acc, "n": v.n, "ppl_aggregate": v.ppl_aggregate}
                     for split, v in row.splits.items()
                 },
+                "trainer_metrics": trainer.get(row.name, {}),
             }
         )
     return {
@@ -126,6 +132,7 @@ def summary_json(summary: Summary) -> dict:
         "status": summary.run.status,
         "split": advice.split,
         "splits": list(summary.splits),
+        "ppl_aggregates": {split: agg.name for split, agg in summary.aggregates.items()},
         "thresholds": advice.thresholds.to_json(),
         "checkpoints": checkpoints,
         "recommended": advice.recommended,

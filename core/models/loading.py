@@ -47,11 +47,15 @@ def _ref(base: dict) -> str:
 
 
 def load_tokenizer(base: dict):
+    """The run's tokenizer: the one its trainer saved (``base["tokenizer"]``, e.g. with the chat
+    template it trained with), else the base model's."""
     from transformers import AutoTokenizer
 
+    saved = base.get("tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(
-            _ref(base), gguf_file=base.get("gguf_file"), trust_remote_code=bool(base.get("trust_remote_code"))
+            saved or _ref(base), gguf_file=None if saved else base.get("gguf_file"),
+            trust_remote_code=bool(base.get("trust_remote_code"))
         )
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the tokenizer of {base['id']}: {exc}".split("\n")[0]) from exc

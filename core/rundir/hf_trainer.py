@@ -119,14 +119,17 @@ def _percent_series(triples: list[tuple[str, str, str, float]]) -> set[tuple[str
 
 
 def base_model(path: Path, folders: dict[int, Path]) -> dict:
-    """The base a Trainer folder was trained from, as its adapters or configs name it."""
-    for folder in [folders[s] for s in sorted(folders, reverse=True)] + [path]:
+    """The base a Trainer folder was trained from, as its adapters or configs name it, and the
+    tokenizer its trainer saved (TRL saves it with its chat template in every checkpoint)."""
+    ordered = [folders[s] for s in sorted(folders, reverse=True)] + [path]
+    tokenizer = next((str(f) for f in ordered if (f / "tokenizer_config.json").is_file()), None)
+    for folder in ordered:
         ref = adapter_base(folder) or _config_name(folder)
         if ref:
             local = Path(ref).expanduser()
             return {"id": ref, "path": str(local.resolve()) if local.is_dir() else None, "gguf_file": None,
-                    "trust_remote_code": False}
-    return {"id": "unknown", "path": None, "gguf_file": None, "trust_remote_code": False}
+                    "trust_remote_code": False, "tokenizer": tokenizer}
+    return {"id": "unknown", "path": None, "gguf_file": None, "trust_remote_code": False, "tokenizer": tokenizer}
 
 
 def _config_name(folder: Path) -> str | None:
