@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Callable
 from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.methods import get_method
-from overmem.merging.safetensors_io import ShardWriter, TensorReader, plan_shards, write_index
+from overmem.merging.safetensors_io import TensorReader
+from overmem.merging.writers import write_adapter, write_full
 from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
 from overmem.rundir.checkpoint import adapter_base, folder_format
 from overmem.rundir.io import staged_dir
@@ -27,7 +27,6 @@ from overmem.rundir.records import Run
 
 FORMS = ("full", "adapter")
 DEFAULT_SHARD_BYTES = 2 * 1024**3
-_WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 @dataclass(frozen=True)
@@ -211,102 +210,6 @@ def _deltas(plan: MergePlan, base: TensorReader) -> list[Delta]:
     return out
 
 
-def _copy_model_files(src: Path, dst: Path) -> None:
-    """Config and tokenizer files of the base (everything but weights and indexes)."""
-    for f in src.iterdir():
-        if f.is_file() and not f.name.endswith(_WEIGHT_FILES) and not f.name.endswith(".index.json") \
-                and not f.name.startswith((".", "adapter_")):
-            shutil.copy2(f, dst / f.name)
-
-
-def _write_full(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:
-    import torch
-
-    combine = get_method(plan.method).combine
-    linear = plan.method == "linear"
-    full_weight = sum(w for d, w in zip(deltas, plan.weights) if isinstance(d, FullDelta))
-    tensors = [(n, base.tensors[n].dtype, base.tensors[n].shape) for n in base.names()]
-    shards = plan_shards(tensors, plan.max_shard_bytes)
-    total = sum(base.tensors[n].nbytes for n in base.names())
-    many = len(shards) > 1
-    files = []
-    done = 0
-    for k, shard in enumerate(shards):
-        file = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" if many else "model.safetensors"
-        writer = ShardWriter(folder / file, shard)
-        for name, dtype, shape in shard:
-            original = base.get(name)
-            if linear:
-                # theta_base + sum w_i (theta_i - theta_base) read each input once:
-                # (1 - sum of full weights) theta_base + sum w_i theta_i + sum w_j s_j B_j A_j
-                merged = _linear_tensor(original, name, deltas, plan.weights, full_weight)
-            else:
-                delta = combine([d(name) for d in deltas], list(plan.weights), **plan.params)
-                merged = original if delta is None else (original.to(torch.float32) + delta).to(original.dtype)
-            done += writer.write(name, merged)
-            del merged, original
-            if progress:
-                progress(done, total, name)
-        writer.close()
-        files.append((file, shard))
-    if many:
-        write_index(folder, files, total)
-    _copy_model_files(plan.base_folder, folder)
-
-
-def _linear_tensor(original, name: str, deltas: list[Delta], weights, full_weight: float):
-    import torch
-
-    acc = None
-    if full_weight != 1.0:
-        acc = original.to(torch.float32) * (1.0 - full_weight)
-    for d, w in zip(deltas, weights):
-        if w == 0 or isinstance(d, ZeroDelta):
-            continue
-        part = d.reader.get(name).to(torch.float32) if isinstance(d, FullDelta) else d(name)
-        if part is None:
-            continue
-        acc = part * w if acc is None else acc.add_(part, alpha=w)
-        del part
-    if acc is None:  # every weight on full inputs sums to 1 and all are zero
-        return torch.zeros_like(original)
-    return acc.to(original.dtype)
-
-
-def _write_adapter(plan: MergePlan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:
-    """Stack the weighted, scaled factors: B' = [w_i s_i B_i], A' = [A_i]; scale of the output 1."""
-    import torch
-    from safetensors.torch import save_file
-
-    loras = [d for d in deltas if isinstance(d, LoraDelta)]
-    weights = [w for d, w in zip(deltas, plan.weights) if isinstance(d, LoraDelta)]
-    names = sorted(set().union(*(d.names() for d in loras)))
-    rank = sum(d.rank for d in loras)
-    out: dict = {}
-    for i, name in enumerate(names):
-        rows, cols = base.tensors[name].shape
-        As, Bs = [], []
-        for d, w in zip(loras, weights):
-            f = d.factors(name)
-            if f is None:
-                As.append(torch.zeros(d.rank, cols))
-                Bs.append(torch.zeros(rows, d.rank))
-            else:
-                As.append(f[0])
-                Bs.append(f[1] * w)
-        prefix = "base_model.model." + name[: -len(".weight")]
-        out[f"{prefix}.lora_A.weight"] = torch.cat(As, 0).contiguous()
-        out[f"{prefix}.lora_B.weight"] = torch.cat(Bs, 1).contiguous()
-        if progress:
-            progress(i + 1, len(names), name)
-    save_file(out, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
-    config = dict(loras[0].config)
-    targets = sorted({n[: -len(".weight")].rsplit(".", 1)[-1] for n in names})
-    config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=targets, init_lora_weights=True,
-                  lora_dropout=0.0, base_model_name_or_path=plan.base_ref)
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
-
-
 def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None = None) -> CheckpointInfo:
     """Write the merged model (under a temporary name, then renamed) and register it in its run."""
     base = TensorReader(plan.base_folder)
@@ -323,7 +226,7 @@ def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None 
                **({"params": plan.params} if plan.params else {}),
                **({"location": str(plan.out)} if elsewhere else {})},
     )
-    write = _write_adapter if plan.form == "adapter" else _write_full
+    write = write_adapter if plan.form == "adapter" else write_full
     if plan.register and not elsewhere:
         with rundir.stage_checkpoint(info, force=plan.force) as folder:
             write(plan, base, deltas, folder, progress)

@@ -6,7 +6,7 @@ this config from run.json and continues.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 
 from overmem.data.template import PROMPT_TEMPLATE
 from overmem.errors import UsageError
@@ -14,6 +14,12 @@ from overmem.training.methods import MethodConfig
 
 SCHEDULES = ("linear", "constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def hyper(default, help: str, option: str | None = None):
+    """A hyperparameter: a TrainConfig field that run.json records, resume restores and the
+    CLI offers as an option (its default and help come from here)."""
+    return field(default=default, metadata={"hyper": True, "help": help, "option": option})
 
 
 @dataclass(frozen=True)
@@ -31,23 +37,23 @@ class TrainConfig:
     method: MethodConfig
     data: dict  # {"fit": SplitSpec json, "splits": {...}, "answer": {...}}
     loss: str = "sft"
-    lr: float = 2e-4
-    epochs: int = 10
-    batch_size: int = 128
-    micro_batch_size: int = 8
-    max_len: int = 1024
+    lr: float = hyper(2e-4, "Peak learning rate.")
+    epochs: int = hyper(10, "Epochs (a checkpoint each).")
+    batch_size: int = hyper(128, "Effective batch (gradient accumulation).")
+    micro_batch_size: int = hyper(8, "Examples per forward pass per process.")
+    max_len: int = hyper(1024, "Truncate prompt+response to this many tokens.")
+    save_every: str = hyper("epoch", "'epoch' or a step count.")
+    warmup_steps: int = hyper(100, "Warmup steps (Table 6: 100), clipped to 10% of all steps.")
+    schedule: str = hyper("linear", "linear (Table 6), constant or cosine.")
+    weight_decay: float = hyper(0.0, "AdamW weight decay.")
+    adam_eps: float = hyper(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = hyper(1.0, "Gradient clipping norm (0: none).")
+    log_every: int = hyper(5, "Steps between training-loss records.")
+    pad_multiple: int = hyper(16, "Pad batches to a multiple of this many tokens.")
+    precision: str = hyper("auto", "Frozen base weights and compute: auto (bf16 on GPUs that have it), bf16, fp32.")
     seed: int = 0
-    save_every: str = "epoch"
-    warmup_steps: int = 100
-    schedule: str = "linear"
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    log_every: int = 5
-    pad_multiple: int = 16
-    template: str = PROMPT_TEMPLATE
+    template: str | dict = PROMPT_TEMPLATE  # the run's PromptFormat (JSON form)
     eval: dict = field(default_factory=dict)  # options for in-process evaluation (--eval)
-    precision: str = "auto"  # frozen base weights and compute: bf16 on GPUs that have it (auto), or forced
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -71,26 +77,29 @@ class TrainConfig:
         return None if self.save_every == "epoch" else int(self.save_every)
 
     def hyperparameters(self) -> dict:
-        keys = ("lr", "epochs", "batch_size", "micro_batch_size", "max_len", "save_every", "warmup_steps",
-                "schedule", "weight_decay", "adam_eps", "max_grad_norm", "log_every", "pad_multiple", "precision")
-        return {k: getattr(self, k) for k in keys}
+        return {name: getattr(self, name) for name in HYPERPARAMETERS}
 
     @classmethod
     def from_run(cls, info, out: str) -> "TrainConfig":
         """Rebuild the config a run was started with (for --resume)."""
-        hp = dict(info.hyperparameters)
-        hp.pop("effective_warmup_steps", None)
-        hp.pop("total_steps", None)
-        hp.pop("world_size", None)
+        hp = {k: v for k, v in info.hyperparameters.items() if k in HYPERPARAMETERS}
         method = MethodConfig(**{**info.method, "targets": tuple(info.method.get("targets") or ())})
         return cls(out=out, base=info.base_model, method=method, data=info.data, loss=info.loss,
                    seed=info.seed, template=info.prompt_template or PROMPT_TEMPLATE,
                    eval=dict(info.data.get("eval", {})), **hp)
 
-    def with_(self, **changes) -> "TrainConfig":
-        return replace(self, **changes)
-
     def to_json(self) -> dict:
         out = asdict(self)
         out["method"] = self.method.to_json()
         return out
+
+
+HYPERPARAMETERS = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("hyper"))
+
+
+def hyper_default(name: str):
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def hyper_help(name: str) -> str:
+    return TrainConfig.__dataclass_fields__[name].metadata["help"]

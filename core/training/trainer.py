@@ -27,14 +27,8 @@ from overmem.training import state as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
 from overmem.training.losses import get_loss
-from overmem.training.methods import (
-    adapter_tensors,
-    apply_method,
-    describe,
-    get_method,
-    save_adapter,
-    trainable_state,
-)
+from overmem.training.schedule import effective_warmup, epoch_order, lr_factor  # noqa: F401 (re-exported)
+from overmem.training.methods import adapter_tensors, apply_method, describe, get_method, save_adapter, trainable_state
 
 
 @dataclass(frozen=True)
@@ -49,31 +43,6 @@ class TrainEvent:
     lr: float | None = None
     tokens_per_s: float | None = None
     text: str = ""
-
-
-def effective_warmup(requested: int, total_steps: int) -> int:
-    """Table 6's 100 warmup steps, clipped to 10% of all steps for small runs."""
-    return min(requested, max(0, total_steps // 10))
-
-
-def lr_factor(schedule: str, step: int, warmup: int, total: int) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
-    if warmup and step < warmup:
-        return step / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return max(0.0, 1.0 - progress)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The example order of an epoch: a pure function of (seed, epoch), so resume is exact."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
 
 
 class Training:

@@ -5,6 +5,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from overmem.data.template import TEMPLATE_KINDS
+from overmem.training.config import hyper_default as D
+from overmem.training.config import hyper_help as H
 from overmem.training.losses import Loss
 from overmem.training.methods import Method
 
@@ -19,16 +22,24 @@ def train(
     data: Annotated[Optional[str], typer.Option("--data", help="Local jsonl/json/parquet/csv file or folder, hub id, or preset (synthetic-math, metamathqa, gsm8k).")] = None,
     method: Annotated[str, typer.Option("--method", help=_choices(Method.registry))] = "lora",
     loss: Annotated[str, typer.Option("--loss", help=_choices(Loss.registry))] = "sft",
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-4,
-    epochs: Annotated[int, typer.Option("--epochs")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Effective batch (gradient accumulation).")] = 128,
-    micro_batch_size: Annotated[int, typer.Option("--micro-batch-size", help="Examples per forward pass per process.")] = 8,
-    max_len: Annotated[int, typer.Option("--max-len", help="Truncate prompt+response to this many tokens.")] = 1024,
+    lr: Annotated[float, typer.Option("--lr", help=H("lr"))] = D("lr"),
+    epochs: Annotated[int, typer.Option("--epochs", help=H("epochs"))] = D("epochs"),
+    batch_size: Annotated[int, typer.Option("--batch-size", help=H("batch_size"))] = D("batch_size"),
+    micro_batch_size: Annotated[int, typer.Option("--micro-batch-size", help=H("micro_batch_size"))] = D("micro_batch_size"),
+    max_len: Annotated[int, typer.Option("--max-len", help=H("max_len"))] = D("max_len"),
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    save_every: Annotated[str, typer.Option("--save-every", help="'epoch' or a step count.")] = "epoch",
+    save_every: Annotated[str, typer.Option("--save-every", help=H("save_every"))] = D("save_every"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    schedule: Annotated[str, typer.Option("--schedule", help="linear (Table 6), constant or cosine.")] = "linear",
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Clipped to 10% of all steps.")] = 100,
+    schedule: Annotated[str, typer.Option("--schedule", help=H("schedule"))] = D("schedule"),
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help=H("warmup_steps"))] = D("warmup_steps"),
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help=H("weight_decay"))] = D("weight_decay"),
+    adam_eps: Annotated[float, typer.Option("--adam-eps", help=H("adam_eps"))] = D("adam_eps"),
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help=H("max_grad_norm"))] = D("max_grad_norm"),
+    log_every: Annotated[int, typer.Option("--log-every", help=H("log_every"))] = D("log_every"),
+    pad_multiple: Annotated[int, typer.Option("--pad-multiple", help=H("pad_multiple"))] = D("pad_multiple"),
+    precision: Annotated[str, typer.Option("--precision", help=H("precision"))] = D("precision"),
+    template: Annotated[str, typer.Option("--template", help=f"Prompt format: {'; '.join(f'{k}: {v}' for k, v in TEMPLATE_KINDS.items())}; or a file holding {{instruction}}.")] = "alpaca",
+    system: Annotated[Optional[str], typer.Option("--system", help="System message for --template chat.")] = None,
     rank: Annotated[Optional[int], typer.Option("--rank", help="Adapter rank (method default).")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Adapter alpha (method default).")] = None,
     dropout: Annotated[Optional[float], typer.Option("--dropout", help="Adapter dropout (method default).")] = None,
@@ -58,6 +69,7 @@ def train(
             from overmem.errors import UsageError
 
             raise UsageError("--model and --data are required (unless --resume)")
+        from overmem.data.template import PromptFormat
         from overmem.training.setup import DataOptions, build_config
 
         cfg = build_config(
@@ -65,8 +77,11 @@ def train(
             targets=csv_list(targets) or None, use_rslora=rslora, trust_remote_code=trust_remote_code, seed=seed,
             data=DataOptions(data, test_data, preset, prompt_field, response_field, train_size, eval_size),
             eval_options={"max_new_tokens": max_new_tokens} if evaluate else {},
+            template=PromptFormat.parse(template, system).to_json(),
             lr=lr, epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, max_len=max_len,
-            save_every=save_every, schedule=schedule, warmup_steps=warmup_steps,
+            save_every=save_every, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
+            adam_eps=adam_eps, max_grad_norm=max_grad_norm, log_every=log_every, pad_multiple=pad_multiple,
+            precision=precision,
         )
     after = None
     if evaluate or cfg.eval:

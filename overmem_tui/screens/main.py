@@ -18,11 +18,11 @@ from textual.worker import get_current_worker
 from overmem.phases import Thresholds
 from overmem_tui.messages import RunUpdated
 from overmem.table import SORTS, table_model
-from overmem_tui.render import advice_text, phase_badge
+from overmem_tui.render import advice_text
 from overmem_tui.state import WatchState, make_view, plots, status_line
+from overmem_tui.widgets.checkpoint_table import CheckpointTable
 from overmem_tui.widgets.plot import PlotView
 
-MARKED = "●"
 
 
 class WatchScreen(Screen):
@@ -57,7 +57,6 @@ class WatchScreen(Screen):
         self.clock = clock
         self._initial = WatchState(views=tuple(None for _ in paths))
         self._errors: dict[int, str] = {}  # runs that cannot be read right now
-        self._layout = None  # the table's columns and rows as last built
 
     def compose(self) -> ComposeResult:
         yield Static("loading...", id="status")
@@ -67,7 +66,7 @@ class WatchScreen(Screen):
                 yield PlotView(id="ppl-plot")
                 yield PlotView(id="acc-plot")
             yield Static("", id="advice")
-        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield CheckpointTable(id="table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -154,57 +153,12 @@ class WatchScreen(Screen):
         self.query_one("#runs", Static).update("runs: " + " ".join(parts) + "   [ ] switch, c compare")
 
     def selected(self) -> str | None:
-        table = self.query_one("#table", DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:  # an empty or rebuilding table has no cell under the cursor
-            return None
-        return key.value
+        return self.query_one("#table", CheckpointTable).selected()
 
     def _show_table(self) -> None:
-        """Rows of the one table model (overmem.table); cells change in place when only values do."""
-        table = self.query_one("#table", DataTable)
         summary = self.state.summary
-        if summary is None:
-            table.clear(columns=True)
-            self._layout = None
-            return
-        model = table_model(summary, self.state.sort, self.state.marked)
-        layout = (tuple(c.key for c in model.columns), tuple(r.name for r in model.rows), model.name_width)
-        if layout != self._layout:
-            self._rebuild_table(table, model)
-            self._layout = layout
-            return
-        for row in model.rows:
-            for key, value in zip(("mark", "name", "epoch", "phase", "marks", *(c.key for c in model.columns)),
-                                  self._cells(row)):
-                table.update_cell(row.name, key, value)
-
-    def _cells(self, row) -> list[Text]:
-        style = "bold #ffd700" if row.recommended else ""
-        return [Text(MARKED if row.marked else ""), Text(row.name, style=style), Text(row.epoch, justify="right"),
-                phase_badge(row.phase), Text(row.marks, style="bold #ffd700"),
-                *(Text(cell, justify="right", style=style) for cell in row.cells)]
-
-    def _rebuild_table(self, table: DataTable, model) -> None:
-        keep = self.selected()
-        table.clear(columns=True)
-        # fixed widths from the content: auto-sized columns that widen when a long name
-        # (a merge) arrives left lines painted at the old width on screen
-        table.add_column("", key="mark", width=2)
-        table.add_column("checkpoint", key="name", width=model.name_width)
-        table.add_column("epoch", key="epoch", width=5)
-        # phase first so it stays visible at 80 columns
-        table.add_column("phase", key="phase", width=9)
-        table.add_column("", key="marks", width=3)
-        for col in model.columns:
-            table.add_column(col.title, key=col.key)
-        for row in model.rows:
-            table.add_row(*self._cells(row), key=row.name)
-        if keep is not None and keep in {r.name for r in model.rows}:
-            table.move_cursor(row=table.get_row_index(keep), animate=False)
+        model = table_model(summary, self.state.sort, self.state.marked) if summary else None
+        self.query_one("#table", CheckpointTable).show(model)
 
     def _show_plots(self) -> None:
         summary = self.state.summary
@@ -250,7 +204,7 @@ class WatchScreen(Screen):
     def action_recommended(self) -> None:
         summary = self.state.summary
         if summary and summary.advice.recommended:
-            table = self.query_one("#table", DataTable)
+            table = self.query_one("#table", CheckpointTable)
             table.move_cursor(row=table.get_row_index(summary.advice.recommended))
         else:
             self.notify("no recommendation yet", severity="warning")
