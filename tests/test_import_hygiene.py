@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pkgutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -79,3 +80,40 @@ def test_cli_paths_do_not_import_torch(argv):
     loaded = _top(_modules_after(code))
     assert "typer" in loaded  # the check really ran the CLI
     assert not loaded & {"torch", "transformers", "peft", "vllm", "datasets"}
+
+
+@pytest.mark.slow
+def test_a_users_own_core_package_never_shadows_overmem(tmp_path):
+    """Research code often has a top-level ``core`` package; overmem installs as ``overmem``."""
+    user = tmp_path / "project"
+    (user / "core").mkdir(parents=True)
+    (user / "core" / "__init__.py").write_text("MINE = True\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(user)}
+
+    def run(*args: str, timeout: float = 300):
+        done = subprocess.run([sys.executable, *args], cwd=user, capture_output=True, text=True, env=env,
+                              timeout=timeout)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    out = run("-c", "from overmem.callback import OvermemCallback; import core; print(core.MINE, "
+                    "OvermemCallback.__module__)").stdout.split()
+    assert out == ["True", "overmem.evaluation.callback"]
+    config = json.loads(run("-c", (
+        "import json\n"
+        "from overmem.training.setup import DataOptions, build_config\n"
+        f"cfg = build_config(model='tiny', data=DataOptions('synthetic-math', train_size=8, eval_size=2), "
+        f"out={str(user / 'run')!r}, method='lora', r=4, alpha=8, epochs=1, batch_size=8, micro_batch_size=8, "
+        "max_len=256)\n"
+        "print(json.dumps(cfg.to_json()))")).stdout)
+    (user / "cfg.json").write_text(json.dumps(config))
+    run("-m", "overmem.training", "cfg.json")  # what overmem demo starts
+    run("-m", "overmem.evaluation", "run", json.dumps({"backend": "hf", "max_new_tokens": 4, "metrics": ["ppl"]}))
+    assert (user / "run" / "checkpoints" / "ep1").is_dir() and (user / "run" / "metrics.jsonl").is_file()
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "1", "-m", "overmem_tui.cli", "train", "--model",
+                           "tiny", "--data", "synthetic-math", "--out", "run2", "--method", "lora", "--rank", "4",
+                           "--alpha", "8", "--epochs", "1", "--batch-size", "8", "--train-size", "8",
+                           "--eval-size", "2"], cwd=user, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (user / "run2" / "checkpoints" / "ep1").is_dir()

@@ -249,3 +249,58 @@ def test_cli_merge_one_line_errors(merge_run, tmp_path):
     assert result.exit_code == 2 and result.stderr.strip().startswith("overmem: error: --weights must be numbers")
     result = runner.invoke(app, ["merge", "lora1", "nope", "--run", str(work)])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_safetensors_dtype_reads_and_quantized_weights_are_refused(tmp_path):
+    """FP8, unsigned and packed sub-byte tensors read by name; a merge that would have to
+    average them is refused with one line, nothing written; unchanged ones are carried over."""
+    import struct
+
+    from overmem.merging.safetensors_io import DTYPE_BITS, TensorReader, nbytes
+
+    tensors = {"f8": torch.randn(4, 4).to(torch.float8_e4m3fn), "u16": torch.tensor([1, 2, 65535], dtype=torch.int32).to(torch.uint16),
+               "u32": torch.tensor([7, 8], dtype=torch.int64).to(torch.uint32),
+               "u64": torch.tensor([9, 10], dtype=torch.int64).to(torch.uint64),
+               "bf16": torch.randn(3, dtype=torch.bfloat16), "flag": torch.tensor([True, False])}
+    save_file(tensors, str(tmp_path / "a.safetensors"))
+    reader = TensorReader(tmp_path, "a.safetensors")
+    for name, value in tensors.items():
+        assert torch.equal(reader.get(name).view(torch.uint8), value.contiguous().view(torch.uint8)), name
+    # a packed FP4 tensor (no torch dtype): its size and raw bytes
+    header = json.dumps({"q": {"dtype": "F4", "shape": [3, 4], "data_offsets": [0, 6]}}).encode()
+    (tmp_path / "f4.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(range(6)))
+    packed = TensorReader(tmp_path, "f4.safetensors")
+    assert nbytes("F4", (3, 4)) == 6 and packed.get("q").tolist() == list(range(6))
+    assert {"F4", "F6_E2M3", "F8_E8M0", "U64", "C64"} <= set(DTYPE_BITS)
+
+    base = make_tiny_llama(tmp_path / "base", word_tokenizer())
+    from transformers import AutoModelForCausalLM
+
+    rd = RunDir(tmp_path / "run")
+    rd.create(RunInfo(status="finished", base_model={"id": str(base), "path": str(base)}))
+    for i, scale in ((1, 0.1), (2, 0.2)):
+        with rd.stage_checkpoint(CheckpointInfo(f"ep{i}", "full", epoch=float(i), step=i)) as folder:
+            model = AutoModelForCausalLM.from_pretrained(base)
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+            state["model.layers.0.mlp.up_proj.weight"] = (state["model.layers.0.mlp.up_proj.weight"] * scale).to(
+                torch.float8_e4m3fn)
+            save_file(state, str(folder / "model.safetensors"))
+            shutil.copy(base / "config.json", folder / "config.json")
+    base_state = load_file(str(base / "model.safetensors"))
+    base_state["model.layers.0.mlp.up_proj.weight"] = base_state["model.layers.0.mlp.up_proj.weight"].to(
+        torch.float8_e4m3fn)
+    save_file(base_state, str(base / "model.safetensors"))
+    result = CliRunner().invoke(app, ["merge", "ep1", "ep2", "--run", str(rd.path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "F8_E4M3" in result.stderr and "cannot be averaged" in result.stderr
+    assert not (rd.path / "checkpoints" / "merge-ep1+ep2").exists()
+    # the same FP8 tensor unchanged in both inputs is carried over byte for byte
+    for i in (1, 2):
+        state = load_file(str(rd.checkpoint(f"ep{i}") / "model.safetensors"))
+        state["model.layers.0.mlp.up_proj.weight"] = base_state["model.layers.0.mlp.up_proj.weight"]
+        save_file(state, str(rd.checkpoint(f"ep{i}") / "model.safetensors"))
+    run_merge(plan_merge(rd.path, ["ep1", "ep2"]))
+    merged = load_file(str(rd.checkpoint("merge-ep1+ep2") / "model.safetensors"))
+    assert merged["model.layers.0.mlp.up_proj.weight"].dtype == torch.float8_e4m3fn
+    assert torch.equal(merged["model.layers.0.mlp.up_proj.weight"].view(torch.uint8),
+                       base_state["model.layers.0.mlp.up_proj.weight"].view(torch.uint8))

@@ -18,7 +18,7 @@ from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.methods import get_method
 from overmem.merging.safetensors_io import TensorReader
-from overmem.merging.writers import write_adapter, write_full
+from overmem.merging.writers import check_dtypes, write_adapter, write_full
 from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
 from overmem.rundir.checkpoint import adapter_base, folder_format
 from overmem.rundir.io import staged_dir
@@ -214,6 +214,7 @@ def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None 
     """Write the merged model (under a temporary name, then renamed) and register it in its run."""
     base = TensorReader(plan.base_folder)
     deltas = _deltas(plan, base)  # validates names and shapes before anything is written
+    check_dtypes(base, deltas)
     rundir = plan.rundir
     elsewhere = rundir is None or plan.out != rundir.checkpoint(plan.name)
     info = CheckpointInfo(

@@ -17,18 +17,45 @@ from typing import Iterable
 from overmem.errors import MergeError
 
 INDEX = "model.safetensors.index.json"
-DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+# Every dtype the safetensors format defines, with its size in bits (F4 and F6 are packed).
+DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+              "F8_E8M0": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+              "C64": 64, "F64": 64, "I64": 64, "U64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+# What a merge can average exactly: floating-point weights at full scale. Quantized (FP8,
+# FP4, FP6 with scales elsewhere), integer and boolean tensors can only be carried over
+# unchanged.
+MERGEABLE = ("F16", "BF16", "F32", "F64")
+_TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "U16": "uint16",
+                "U32": "uint32", "U64": "uint64", "C64": "complex64", "F8_E4M3": "float8_e4m3fn",
+                "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+                "F8_E8M0": "float8_e8m0fnu"}
+
+
+def nbytes(dtype: str, shape) -> int:
+    """Bytes of a tensor of ``dtype`` and ``shape`` (sub-byte dtypes packed)."""
+    if dtype not in DTYPE_BITS:
+        raise MergeError(f"unknown safetensors dtype {dtype!r}")
+    n = DTYPE_BITS[dtype]
+    for d in shape:
+        n *= d
+    return -(-n // 8)
 
 
 class _TorchDtypes(dict):
-    """safetensors dtype name -> torch dtype (torch imported on first use)."""
+    """safetensors dtype name -> torch dtype, where torch has one (torch imported on first use);
+    packed sub-byte dtypes read as their raw bytes (uint8)."""
 
     def __missing__(self, key):
         import torch
 
-        self.update({"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                     "U8": torch.uint8, "BOOL": torch.bool})
+        for name, attr in _TORCH_NAMES.items():
+            if hasattr(torch, attr):
+                self[name] = getattr(torch, attr)
+        if key not in self:
+            if key not in DTYPE_BITS:
+                raise MergeError(f"unknown safetensors dtype {key!r}")
+            return torch.uint8
         return dict.__getitem__(self, key)
 
 
@@ -38,10 +65,10 @@ TORCH_DTYPES = _TorchDtypes()
 def _torch_dtype_name(dtype) -> str:
     import torch
 
-    names = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-             torch.bool: "BOOL"}
-    return names[dtype]
+    for name, attr in _TORCH_NAMES.items():
+        if getattr(torch, attr, None) == dtype:
+            return name
+    raise MergeError(f"torch dtype {dtype} has no safetensors name")
 
 
 @dataclass(frozen=True)
@@ -53,10 +80,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        n = DTYPES[self.dtype]
-        for d in self.shape:
-            n *= d
-        return n
+        return nbytes(self.dtype, self.shape)
 
 
 def read_header(path: Path) -> dict:
@@ -136,10 +160,20 @@ class TensorReader:
                     raise ValueError("file ends early")
         except (OSError, ValueError) as exc:
             raise MergeError(f"{info.file}: cannot read tensor {name} ({exc})") from exc
+        if DTYPE_BITS[info.dtype] < 8:  # packed: the raw bytes
+            return torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
         dtype = TORCH_DTYPES[info.dtype]
         if not buf:
             return torch.empty(info.shape, dtype=dtype)
         return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+
+    def raw(self, name: str) -> bytes:
+        """A tensor's bytes as stored (compared when carrying non-float tensors over)."""
+        info = self.tensors[name]
+        start, end = self._offsets(info)
+        with open(info.file, "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start)
 
     def _offsets(self, info: TensorInfo) -> tuple[int, int]:
         base = self._data_start.get(info.file)
@@ -155,9 +189,7 @@ def plan_shards(tensors: list[tuple[str, str, tuple[int, ...]]], max_shard_bytes
     """Group (name, dtype, shape) in order into shards of at most max_shard_bytes (one tensor may exceed)."""
     shards, current, size = [], [], 0
     for name, dtype, shape in tensors:
-        n = DTYPES[dtype]
-        for d in shape:
-            n *= d
+        n = nbytes(dtype, shape)
         if current and size + n > max_shard_bytes:
             shards.append(current)
             current, size = [], 0
@@ -176,9 +208,7 @@ class ShardWriter:
         offset = 0
         self.order = []
         for name, dtype, shape in tensors:
-            n = DTYPES[dtype]
-            for d in shape:
-                n *= d
+            n = nbytes(dtype, shape)
             header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
             self.order.append((name, dtype, tuple(shape), n))
             offset += n
@@ -199,6 +229,15 @@ class ShardWriter:
         data = tensor.contiguous().view(-1).view(torch.uint8).numpy()  # a view: no copy
         assert data.nbytes == n
         self.fh.write(memoryview(data))
+        self.next += 1
+        return n
+
+    def write_raw(self, name: str, data: bytes) -> int:
+        """A tensor carried over unchanged, byte for byte (any dtype, packed ones too)."""
+        expected, _, _, n = self.order[self.next]
+        if name != expected or len(data) != n:
+            raise MergeError(f"internal: tensor {name} written out of plan")
+        self.fh.write(data)
         self.next += 1
         return n
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.methods import get_method
-from overmem.merging.safetensors_io import ShardWriter, TensorReader, plan_shards, write_index
+from overmem.errors import MergeError
+from overmem.merging.safetensors_io import MERGEABLE, ShardWriter, TensorReader, plan_shards, write_index
 
 _WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -38,6 +39,11 @@ def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, prog
         file = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" if many else "model.safetensors"
         writer = ShardWriter(folder / file, shard)
         for name, dtype, shape in shard:
+            if dtype not in MERGEABLE:  # unchanged in every input (checked before writing): carried over
+                done += writer.write_raw(name, base.raw(name))
+                if progress:
+                    progress(done, total, name)
+                continue
             original = base.get(name)
             if linear:
                 # theta_base + sum w_i (theta_i - theta_base) read each input once:
@@ -108,3 +114,17 @@ def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, p
     config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=targets, init_lora_weights=True,
                   lora_dropout=0.0, base_model_name_or_path=plan.base_ref)
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+
+
+def check_dtypes(base: TensorReader, deltas: list[Delta]) -> None:
+    """Refuse, before anything is written, what cannot be averaged exactly: a quantized
+    (FP8/FP4/FP6), integer or boolean tensor that some input changed or adapts."""
+    for name, info in base.tensors.items():
+        if info.dtype in MERGEABLE:
+            continue
+        for d in deltas:
+            changed = isinstance(d, FullDelta) and d.reader.raw(name) != base.raw(name)
+            adapted = isinstance(d, LoraDelta) and name in d.names()
+            if changed or adapted:
+                raise MergeError(f"{d.label}: {name} is {info.dtype}; quantized, integer and boolean tensors "
+                                 "cannot be averaged exactly (merge dequantized checkpoints)")
