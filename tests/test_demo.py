@@ -33,6 +33,10 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 def test_demo_shows_the_three_phases_and_a_merge(demo_run):
+    """The default run keeps every promise of core/demo_check.py, with margin: another CPU
+    (other float kernels, other thread counts) moves the numbers a little, not the verdict."""
+    from overmem.demo_check import MIN_LAST_PURPLE_RATIO, MIN_PURPLE_WINDOW, demo_figures
+
     run = load_run(demo_run, strict=True)
     assert run.status == "finished"
     trained = [c.name for c in run.checkpoints if c.on_trajectory]
@@ -40,17 +44,19 @@ def test_demo_shows_the_three_phases_and_a_merge(demo_run):
     evaluated = {(m.checkpoint, m.split) for m in run.metrics if m.metric == "acc"}
     assert all((name, split) in evaluated for name in trained for split in ("train", "val", "test"))
     summary = summarize(run)
+    figures = demo_figures(summary)
+    assert figures.failures() == []
+    # margins over the promises
+    assert len(figures.window) >= MIN_PURPLE_WINDOW + 4
+    assert figures.last_purple_ratio >= MIN_LAST_PURPLE_RATIO + 0.2
+    assert figures.phases[0] == "black" and figures.yellow >= 4 and figures.overfit == 0
     phases = {v.name: v.phase.value for v in summary.advice.phases.verdicts}
-    assert {"black", "yellow", "purple"} <= set(phases.values()), phases
-    assert phases["ep0"] == "black"
     assert phases[summary.advice.recommended] != "purple"
     merges = [c for c in run.checkpoints if c.kind == "merge"]
     assert len(merges) == 1 and merges[0].parents == summary.advice.merge
-    merged = next(r for r in summary.rows if r.name == merges[0].name)
-    assert merged.get("test").ppl is not None and merged.get("test").acc is not None
-    latest = next(r for r in summary.rows if r.name == trained[-1])
-    assert merged.get("test").ppl < latest.get("test").ppl
-    assert merged.get("test").acc >= latest.get("test").acc - 0.05  # comparable or better accuracy
+    merge_ppl, merge_acc = figures.merge_test
+    latest_ppl, _ = figures.latest_test
+    assert merge_ppl < latest_ppl and merge_acc >= figures.best_test_acc - 0.03
     _, lines = outcome(demo_run, merges[0].name)
     assert lines and merges[0].name in lines[0]
 

@@ -24,6 +24,7 @@ from overmem.rundir import Metric, RunInfo, RunReader, canonical_split
 from overmem.rundir.claims import CLAIM_TIMEOUT
 from overmem.rundir.io import write_jsonl_atomic
 from overmem.rundir.layout import SPLITS_SIDECAR
+from overmem.rundir.samples import ROWS, GenSample, PplSample
 from overmem.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 METRICS = ("ppl", "acc")
@@ -120,7 +121,7 @@ class Evaluator:
         """The split's rows (written once to samples/_splits/<split>.jsonl for later views)."""
         if split not in self._rows:
             rows = select(self.specs[split])
-            path = self.rundir.sidecar(SPLITS_SIDECAR, split, "rows")
+            path = self.rundir.sidecar(SPLITS_SIDECAR, split, ROWS)
             if not path.exists():
                 write_jsonl_atomic(path, [{"idx": i, **r} for i, r in enumerate(rows)])
             self._rows[split] = rows
@@ -254,9 +255,8 @@ class Evaluator:
         samples = perplexity.score(model, encoded, tok.pad_token_id, self.options.batch_size, self.models.device,
                                    progress=self._progress(ckpt, split, "ppl", len(rows)),
                                    on_note=lambda text: self.on_event(EvalEvent("note", ckpt.name, split, text=text)))
-        self.rundir.write_sidecar(ckpt.name, split, "ppl", [
-            {"idx": s.idx, "nll_sum": s.nll_sum, "n_tokens": s.n_tokens, "truncated": encoded[s.idx].truncated}
-            for s in samples])
+        self.rundir.write_samples(ckpt.name, split, [
+            PplSample(s.idx, s.nll_sum, s.n_tokens, encoded[s.idx].truncated) for s in samples])
         now = time.time()
         scored = sum(1 for s in samples if s.n_tokens)
         records = [Metric(ckpt.name, split, "ppl", value, aggregate, scored, now)
@@ -284,9 +284,8 @@ class Evaluator:
             predicted = extract_answer(text, self.answer_formats(split), self.answer_fallback)
             ok = answers_match(predicted, row["answer"])
             correct += ok
-            sidecar.append({"idx": i, "generation": text, "extracted": predicted, "gold": row["answer"],
-                            "correct": ok})
-        self.rundir.write_sidecar(ckpt.name, split, "gen", sidecar)
+            sidecar.append(GenSample(i, text, predicted, row["answer"], ok))
+        self.rundir.write_samples(ckpt.name, split, sidecar)
         record = Metric(ckpt.name, split, "acc", correct / len(graded), "mean", len(graded), time.time())
         self._record([record])
         return [record]

@@ -27,6 +27,7 @@ from overmem import __version__
 from overmem.errors import CorruptRun, OutputExists, RunNotFound
 from overmem.rundir import io
 from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, holders, try_claim
+from overmem.rundir.samples import GEN, PPL, PplSample, from_rows, to_rows
 from overmem.rundir.records import (
     CheckpointInfo,
     Metric,
@@ -148,6 +149,14 @@ class RunDir:
         path = self.sidecar(checkpoint, split, part)
         io.write_jsonl_atomic(path, rows)
         return path
+
+    def write_samples(self, checkpoint: str, split: str, records: list) -> Path:
+        """Typed per-sample records (samples.py), in the sidecar of their kind."""
+        part = PPL if records and isinstance(records[0], PplSample) else GEN
+        return self.write_sidecar(checkpoint, split, part, to_rows(records))
+
+    def read_samples(self, checkpoint: str, split: str, kind) -> list:
+        return from_rows(kind, self.read_sidecar(checkpoint, split, PPL if kind is PplSample else GEN))
 
     def read_sidecar(self, checkpoint: str, split: str, part: str) -> list[dict]:
         path = self.sidecar(checkpoint, split, part)

@@ -40,13 +40,14 @@ def load_detail(view: RunView, name: str) -> dict:
     """Read the sidecars of one checkpoint (runs in a worker: file I/O)."""
     from overmem.rundir.layout import SPLITS_SIDECAR
     from overmem.rundir.reader import run_dir_for
+    from overmem.rundir.samples import ROWS, GenSample, PplSample
 
     rd = run_dir_for(view.run.path)
     out = {}
     for split in view.summary.splits if view.summary else ():
-        rows = {r["idx"]: r for r in rd.read_sidecar(SPLITS_SIDECAR, split, "rows")}
-        ppl = rd.read_sidecar(name, split, "ppl")
-        gen = {r["idx"]: r for r in rd.read_sidecar(name, split, "gen")}
+        rows = {r["idx"]: r for r in rd.read_sidecar(SPLITS_SIDECAR, split, ROWS)}
+        ppl = rd.read_samples(name, split, PplSample)
+        gen = {g.idx: g for g in rd.read_samples(name, split, GenSample)}
         out[split] = {"rows": rows, "ppl": ppl, "gen": gen}
     return out
 
@@ -108,7 +109,7 @@ class DetailScreen(Screen):
         for split, d in data.items():
             if not d["ppl"]:
                 continue
-            scored = [(r["nll_sum"] / r["n_tokens"], r) for r in d["ppl"] if r["n_tokens"]]
+            scored = [(r.nll_sum / r.n_tokens, r) for r in d["ppl"] if r.n_tokens]
             scored.sort(key=lambda item: -item[0])
             table = Table(title=f"{split}: worst {WORST} samples by NLL per token", title_justify="left",
                           show_lines=True)
@@ -117,11 +118,11 @@ class DetailScreen(Screen):
             table.add_column("reference")
             table.add_column("generation")
             for nll, r in scored[:WORST]:
-                row = d["rows"].get(r["idx"], {})
-                gen = d["gen"].get(r["idx"])
-                gen_text = Text(gen["generation"][:300] if gen else "-",
-                                style="green" if gen and gen["correct"] else "red" if gen else "")
-                table.add_row(str(r["idx"]), fmt_ppl(math.exp(nll)), row.get("response", "")[:300], gen_text)
+                row = d["rows"].get(r.idx, {})
+                gen = d["gen"].get(r.idx)
+                gen_text = Text(gen.generation[:300] if gen else "-",
+                                style="green" if gen and gen.correct else "red" if gen else "")
+                table.add_row(str(r.idx), fmt_ppl(math.exp(nll)), str(row.get("response", ""))[:300], gen_text)
             parts.append(table)
             if split == driving or len(data) == 1:
                 values = [math.exp(n) for n, _ in scored]
