@@ -33,8 +33,8 @@ from overmem.training.setup import DataOptions, build_config
 # questions that way: validation perplexity of other valid wordings climbs to twice its
 # minimum and beyond while accuracy stays at its best (scripts/demo_seeds.py checks the
 # promises of core/demo_check.py on several seeds and thread counts).
-DEMO_LR = 4e-4
-SWEEP_LRS = (2e-4, 4e-4, 8e-4)
+DEMO_LR = 3e-4
+SWEEP_LRS = (1.5e-4, 3e-4, 6e-4)
 
 
 @dataclass(frozen=True)

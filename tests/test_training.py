@@ -230,3 +230,28 @@ def test_two_processes_match_one(tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert [l.loss for l in load_run(one).train_logs] == pytest.approx([l.loss for l in run.train_logs], rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "pissa"])
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, method):
+    """Activation checkpointing only trades memory for compute: the gradients of one batch,
+    dropout included (its RNG state is replayed in the recomputation), are the same."""
+    from overmem.training.distributed import init_dist
+    from overmem.training.trainer import Training
+
+    grads = []
+    for checkpointing in (False, True):
+        t = Training(tiny_cfg(tmp_path / str(checkpointing), method, dropout=0.1,
+                              gradient_checkpointing=checkpointing))
+        t.dist = init_dist()
+        t._setup()
+        base = t.model.get_base_model() if hasattr(t.model, "get_base_model") else t.model
+        assert base.is_gradient_checkpointing is checkpointing
+        t.model.train()
+        torch.manual_seed(0)
+        t._forward_backward(t.model, list(range(8)))
+        grads.append({n: p.grad.detach().clone() for n, p in t.model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6, rtol=1e-5), name
+    assert any(g.abs().sum() > 0 for g in grads[0].values())

@@ -51,6 +51,8 @@ class TrainConfig:
     log_every: int = hyper(5, "Steps between training-loss records.")
     pad_multiple: int = hyper(16, "Pad batches to a multiple of this many tokens.")
     precision: str = hyper("auto", "Frozen base weights and compute: auto (bf16 on GPUs that have it), bf16, fp32.")
+    gradient_checkpointing: bool = hyper(False, "Recompute activations in the backward pass (less memory, ~30% "
+                                         "more compute, the same gradients).")
     seed: int = 0
     template: str | dict = PROMPT_TEMPLATE  # the run's PromptFormat (JSON form)
     eval: dict = field(default_factory=dict)  # options for in-process evaluation (--eval)

@@ -97,6 +97,9 @@ class Training:
         self.autocast_dtype = low
         model = load_model(cfg.base, dtype=dtype, device=device)
         model.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            # non-reentrant: works with frozen inputs (adapters) and keeps the RNG of dropout
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = apply_method(model, cfg.method, initial=self._saved_initial())
         self.initial = adapter_tensors(self.model) if self.method.svd_init else None
         n, b = len(self.examples), cfg.batch_size

@@ -38,6 +38,11 @@ def train(
     log_every: Annotated[int, typer.Option("--log-every", help=H("log_every"))] = D("log_every"),
     pad_multiple: Annotated[int, typer.Option("--pad-multiple", help=H("pad_multiple"))] = D("pad_multiple"),
     precision: Annotated[str, typer.Option("--precision", help=H("precision"))] = D("precision"),
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help=H("gradient_checkpointing"))] = D("gradient_checkpointing"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan per GPU and stop; refuse a plan that does not fit.")] = False,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs the plan counts on (default: the visible ones, else 1).")] = None,
+    gpu_mem: Annotated[Optional[float], typer.Option("--gpu-mem", help="GB per GPU for the plan (default: the first GPU's, else 80).")] = None,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="Shard weights, gradients and optimizer state over the processes (FSDP2) in the plan.")] = False,
     template: Annotated[str, typer.Option("--template", help=f"Prompt format: {'; '.join(f'{k}: {v}' for k, v in TEMPLATE_KINDS.items())}; or a file holding {{instruction}}.")] = "alpaca",
     system: Annotated[Optional[str], typer.Option("--system", help="System message for --template chat.")] = None,
     rank: Annotated[Optional[int], typer.Option("--rank", help="Adapter rank (method default).")] = None,
@@ -81,8 +86,11 @@ def train(
             lr=lr, epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, max_len=max_len,
             save_every=save_every, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
             adam_eps=adam_eps, max_grad_norm=max_grad_norm, log_every=log_every, pad_multiple=pad_multiple,
-            precision=precision,
+            precision=precision, gradient_checkpointing=gradient_checkpointing,
         )
+    if dry_run:
+        _print_plan(cfg, gpus, gpu_mem, fsdp)
+        return
     after = None
     if evaluate or cfg.eval:
         from overmem.evaluation.inprocess import evaluate_after_checkpoint
@@ -94,6 +102,51 @@ def train(
         path = run_training(cfg, resume=resume, on_event=display, after_checkpoint=after)
     if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate, rank 0 speaks
         typer.echo(f"run: {path}")
+
+
+def _print_plan(cfg, gpus: int | None, gpu_mem: float | None, fsdp: bool) -> None:
+    """The memory plan of ``cfg``; UsageError naming the cheapest fix when it does not fit."""
+    from overmem.errors import UsageError
+    from overmem.training.memory import Setup, cheapest_fix, describe, plan, read_shape
+    from overmem.training.methods import get_method
+
+    shape = read_shape(_config_folder(cfg.base))
+    detected_gpus, detected_mem = _gpus()
+    setup = Setup(method="full" if get_method(cfg.method.name).kind == "full" else "adapter",
+                  gpus=gpus or detected_gpus, gpu_mem_gb=gpu_mem or detected_mem, fsdp=fsdp,
+                  checkpointing=cfg.gradient_checkpointing, micro_batch=cfg.micro_batch_size, seq_len=cfg.max_len,
+                  lora_r=cfg.method.r or 64, lora_targets=tuple(cfg.method.targets))
+    result = plan(shape, setup)
+    for line in describe(result):
+        typer.echo(line)
+    if not result.fits:
+        fix = cheapest_fix(shape, setup)
+        raise UsageError(f"the plan needs {result.total_gb:.1f} GB per GPU, more than {setup.gpu_mem_gb:g} GB; "
+                         + (f"the cheapest change that fits: {fix}" if fix else "no single change makes it fit"))
+
+
+def _config_folder(base: dict) -> str:
+    """A folder holding the base's config.json (the hub's cached copy for hub ids)."""
+    from pathlib import Path
+
+    if base.get("path") and Path(base["path"]).is_dir():
+        return base["path"]
+    from huggingface_hub import hf_hub_download
+
+    from overmem.errors import ModelError
+
+    try:
+        return str(Path(hf_hub_download(base["id"], "config.json")).parent)
+    except Exception as exc:  # offline or gated: say so in one line
+        raise ModelError(f"cannot get {base['id']}'s config.json: {exc}".split("\n")[0]) from exc
+
+
+def _gpus() -> tuple[int, float]:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 1024**3
+    return 1, 80.0
 
 
 def register(app: typer.Typer) -> None:
