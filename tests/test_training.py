@@ -255,3 +255,66 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, method):
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], atol=1e-6, rtol=1e-5), name
     assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
+FSDP_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.test_training import tiny_cfg
+from overmem.training.trainer import train
+def kill(step):
+    if step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(tiny_cfg({out!r}, {method!r}, epochs=2, train_size=16, dropout=0.0, micro_batch_size=2, fsdp=True,
+               precision="fp32"), on_step=kill)
+"""
+
+
+def _torchrun(args: list[str], port: int, timeout: float = 600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(port), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,port", [("full", 29541), ("lora", 29543)])
+def test_fsdp_on_two_processes_matches_one_process(tmp_path, method, port):
+    """FSDP2 over 2 gloo processes: the same weights (1e-5, float32) and losses as 1 process
+    without sharding; its checkpoints load as any other; a killed run resumes to the same weights."""
+    one = tmp_path / "one"
+    train(tiny_cfg(one, method, epochs=2, train_size=16, dropout=0.0, micro_batch_size=2, precision="fp32"))
+    two = tmp_path / "two"
+    proc = _torchrun(["-m", "overmem_tui.cli", "train", "--model", "tiny", "--data", "synthetic-math", "--out",
+                      str(two), "--method", method, "--epochs", "2", "--batch-size", "8", "--micro-batch-size", "2",
+                      "--max-len", "256", "--lr", "1e-3", "--rank", "8", "--alpha", "16", "--dropout", "0",
+                      "--train-size", "16", "--eval-size", "8", "--fsdp", "--precision", "fp32"], port)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = load_run(two, strict=True)
+    assert run.status == "finished" and run.info.hyperparameters["fsdp"] is True
+    a, b = _trainable(one), _trainable(two)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert [l.loss for l in load_run(one).train_logs] == pytest.approx([l.loss for l in run.train_logs], rel=1e-4)
+    # the consolidated checkpoint is an ordinary one: the same logits as the unsharded run's
+    from overmem.evaluation.models import HFModels
+
+    models = HFModels(run.info.base_model, device="cpu")
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    logits = []
+    for path in (one, two):
+        ckpt = load_run(path).checkpoint("ep2")
+        with models.use(ckpt) as model, torch.no_grad():
+            logits.append(model(input_ids=ids).logits)
+    assert torch.allclose(logits[0], logits[1], atol=1e-4)
+    # resume after a kill in the middle of epoch 2 (2 steps per epoch: step 3)
+    killed = tmp_path / "killed"
+    script = tmp_path / "killer.py"
+    script.write_text(FSDP_KILLER.format(root=str(ROOT), kill_at=3, out=str(killed), method=method))
+    proc = _torchrun([str(script)], port + 1)
+    assert proc.returncode != 0 and [c.name for c in load_run(killed).checkpoints] == ["ep0", "ep1"]
+    proc = _torchrun(["-m", "overmem_tui.cli", "train", "--resume", "--out", str(killed)], port)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = _trainable(killed)
+    for key in b:
+        assert torch.equal(b[key], c[key]), key

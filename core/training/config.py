@@ -53,6 +53,8 @@ class TrainConfig:
     precision: str = hyper("auto", "Frozen base weights and compute: auto (bf16 on GPUs that have it), bf16, fp32.")
     gradient_checkpointing: bool = hyper(False, "Recompute activations in the backward pass (less memory, ~30% "
                                          "more compute, the same gradients).")
+    fsdp: bool = hyper(False, "Shard parameters, gradients and optimizer state over the processes (FSDP2 "
+                       "fully_shard, under torchrun or accelerate launch).")
     seed: int = 0
     template: str | dict = PROMPT_TEMPLATE  # the run's PromptFormat (JSON form)
     eval: dict = field(default_factory=dict)  # options for in-process evaluation (--eval)

@@ -45,7 +45,9 @@ class Dist:
         return self.sum(1.0 if flag else 0.0) > 0
 
 
-def init_dist() -> Dist:
+def init_dist(group: bool = False) -> Dist:
+    """The process's place in the job; ``group`` starts a process group even for one process
+    (FSDP needs one)."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -55,17 +57,21 @@ def init_dist() -> Dist:
     device = f"cuda:{local}" if cuda else "cpu"
     if cuda:
         torch.cuda.set_device(local)
-    if world > 1:
+    if world > 1 or group:
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            if world == 1:  # a process group of one, outside torchrun
+                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+                os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+                os.environ.setdefault("RANK", "0")
+                os.environ.setdefault("WORLD_SIZE", "1")
             dist.init_process_group("nccl" if cuda else "gloo")
     return Dist(rank=rank, world=world, local_rank=local, device=device)
 
 
 def close_dist(d: Dist) -> None:
-    if d.enabled:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

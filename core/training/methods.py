@@ -183,11 +183,12 @@ def _set_init_adapter(peft_model) -> None:
         module.lora_B[INIT_ADAPTER].weight.data = -module.lora_B["default"].weight.data.clone()
 
 
-def adapter_tensors(peft_model) -> dict:
-    """The trainable adapter's lora_A/lora_B tensors under PEFT's saved key names."""
+def adapter_tensors(peft_model, state_dict: dict | None = None) -> dict:
+    """The trainable adapter's lora_A/lora_B tensors under PEFT's saved key names (from
+    ``state_dict``, the gathered one under FSDP, when given)."""
     from peft import get_peft_model_state_dict
 
-    state = get_peft_model_state_dict(peft_model, adapter_name="default")
+    state = get_peft_model_state_dict(peft_model, state_dict=state_dict, adapter_name="default")
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
@@ -206,16 +207,18 @@ def converted_to_lora(current: dict, initial: dict) -> dict:
     return out
 
 
-def save_adapter(peft_model, cfg: MethodConfig, folder: Path, initial: dict | None) -> None:
-    """Save the adapter as PEFT would; PiSSA/MiLoRA converted to a LoRA on the original base."""
+def save_adapter(peft_model, cfg: MethodConfig, folder: Path, initial: dict | None,
+                 state_dict: dict | None = None) -> None:
+    """Save the adapter as PEFT would; PiSSA/MiLoRA converted to a LoRA on the original base.
+    ``state_dict``: the model's full state, when it is sharded (FSDP)."""
     import json
 
     from safetensors.torch import save_file
 
-    peft_model.save_pretrained(str(folder), selected_adapters=["default"])
+    peft_model.save_pretrained(str(folder), selected_adapters=["default"], state_dict=state_dict)
     if initial is None:
         return
-    converted = converted_to_lora(adapter_tensors(peft_model), initial)
+    converted = converted_to_lora(adapter_tensors(peft_model, state_dict), initial)
     save_file({k: v.contiguous() for k, v in converted.items()}, str(folder / "adapter_model.safetensors"),
               metadata={"format": "pt"})
     config_path = folder / "adapter_config.json"
@@ -226,9 +229,13 @@ def save_adapter(peft_model, cfg: MethodConfig, folder: Path, initial: dict | No
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def trainable_state(model) -> dict:
-    """Trainable parameters by name (what resume restores)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model, state_dict: dict | None = None) -> dict:
+    """Trainable parameters by name (what resume restores), from ``state_dict`` when sharded."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if state_dict is not None:
+        return {n: state_dict[n].detach().cpu().clone() for n in names}
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().cpu().clone() for n in names}
 
 
 def describe(cfg: MethodConfig) -> str:

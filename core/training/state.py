@@ -47,11 +47,12 @@ def _python_state() -> list:
 
 
 def save_main(folder: Path, model_state: dict, optimizer, scheduler, progress: Progress) -> None:
+    """``optimizer``: the optimizer, or its full state dict already gathered (FSDP)."""
     import torch
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model_state.items()}, str(folder / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(optimizer if isinstance(optimizer, dict) else optimizer.state_dict(), folder / "optimizer.pt")
     torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     atomic_write_json(folder / PROGRESS, progress.__dict__)
 
@@ -69,16 +70,23 @@ def read_progress(state_dir: Path) -> Progress | None:
     return Progress(**obj)
 
 
-def load(state_dir: Path, model, optimizer, scheduler, rank: int) -> Progress:
+def load(state_dir: Path, model, optimizer, scheduler, rank: int, sharded: bool = False) -> Progress:
+    """Restore the state every process saved (``sharded``: into an FSDP model, from full states)."""
     import torch
     from safetensors.torch import load_file
 
     weights = load_file(str(state_dir / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+    optimizer_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    if sharded:
+        from overmem.training.sharding import load_full_state
+
+        load_full_state(model, optimizer, weights, optimizer_state)
+    else:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt", weights_only=True))
     rng_file = state_dir / f"rng-rank{rank}.pt"
     if rng_file.exists():

@@ -23,6 +23,7 @@ from overmem.data.loaders import SplitSpec, select
 from overmem.errors import DataError, UsageError
 from overmem.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
 from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from overmem.training import sharding
 from overmem.training import state as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
@@ -58,6 +59,9 @@ class Training:
         self.after_checkpoint = after_checkpoint
         self.on_step = on_step
         self.rundir = RunDir(cfg.out)
+        if cfg.fsdp and (after_checkpoint or cfg.eval):
+            raise UsageError("--eval evaluates the live model, which --fsdp shards: evaluate beside the training "
+                             "with overmem eval RUN --follow (on its own device: --device cuda:N)")
         self.method = get_method(cfg.method.name)
         self.loss_fn = get_loss(cfg.loss).fn
         self.dist: Dist = Dist()
@@ -102,6 +106,8 @@ class Training:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = apply_method(model, cfg.method, initial=self._saved_initial())
         self.initial = adapter_tensors(self.model) if self.method.svd_init else None
+        if cfg.fsdp:
+            sharding.shard(self.model, low)  # before the optimizer: it steps the shards
         n, b = len(self.examples), cfg.batch_size
         self.steps_per_epoch = math.ceil(n / b)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -157,7 +163,9 @@ class Training:
         cuda = d.device.startswith("cuda")
         for j, part in enumerate(micro):
             sync = j == len(micro) - 1
-            ctx = ddp.no_sync() if d.enabled and not sync else nullcontext()
+            if cfg.fsdp:
+                sharding.set_gradient_sync(ddp, sync)
+            ctx = ddp.no_sync() if d.enabled and not cfg.fsdp and not sync else nullcontext()
             ids, mask, labels = collate([self.examples[i] for i in part], self.tokenizer.pad_token_id,
                                         cfg.pad_multiple)
             ids, mask, labels = ids.to(d.device), mask.to(d.device), labels.to(d.device)
@@ -180,13 +188,16 @@ class Training:
             extra.update(converted_from=self.cfg.method.name, init_adapter="init_adapter")
         info = CheckpointInfo(name, kind, epoch=epoch, step=global_step, extra=extra)
         staging = resume_state.staging_dir(rd.state, global_step)
+        # sharded (FSDP): every process takes part in gathering the full states
+        full = sharding.full_model_state(self.model) if self.cfg.fsdp else None
+        optim = sharding.full_optimizer_state(self.model, self.optimizer) if self.cfg.fsdp else None
         if d.main:
             # force: a killed run may have left this checkpoint without its state
             with rd.stage_checkpoint(info, force=self.resume) as folder:
                 if kind == KIND_ADAPTER:
-                    save_adapter(self.model, self.cfg.method, folder, self.initial)
+                    save_adapter(self.model, self.cfg.method, folder, self.initial, state_dict=full)
                 else:
-                    self.model.save_pretrained(str(folder))
+                    self.model.save_pretrained(str(folder), state_dict=full)
                     self.tokenizer.save_pretrained(str(folder))
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
@@ -194,7 +205,8 @@ class Training:
         resume_state.save_rng(staging, d.rank)
         if d.main:
             progress = resume_state.Progress(epoch_index, step_in_epoch, global_step, name)
-            resume_state.save_main(staging, trainable_state(self.model), self.optimizer, self.scheduler, progress)
+            resume_state.save_main(staging, trainable_state(self.model, full), optim or self.optimizer,
+                                   self.scheduler, progress)
         d.barrier()
         if d.main:
             resume_state.publish(rd.state, staging)
@@ -214,7 +226,7 @@ class Training:
 
     # -- main --------------------------------------------------------------------
     def run(self) -> Path:
-        self.dist = init_dist()
+        self.dist = init_dist(group=self.cfg.fsdp)
         try:
             self._setup()
             return self._train()
@@ -233,7 +245,8 @@ class Training:
         if self.resume:
             if resume_state.read_progress(rd.state) is None:
                 raise UsageError(f"{rd.path} has no saved state to resume from")
-            progress = resume_state.load(rd.state, self.model, self.optimizer, self.scheduler, d.rank)
+            progress = resume_state.load(rd.state, self.model, self.optimizer, self.scheduler, d.rank,
+                                         sharded=self.cfg.fsdp)
             start_epoch, skip, global_step = progress.epoch, progress.step_in_epoch, progress.global_step
             if d.main:
                 rd.set_status(STATUS_RUNNING)
@@ -242,7 +255,7 @@ class Training:
             self._create_run()
         d.barrier()
         ddp = self.model
-        if d.enabled:
+        if d.enabled and not cfg.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             ddp = DistributedDataParallel(self.model, device_ids=[d.local_rank] if d.device != "cpu" else None)

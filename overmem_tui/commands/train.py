@@ -42,7 +42,7 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory plan per GPU and stop; refuse a plan that does not fit.")] = False,
     gpus: Annotated[Optional[int], typer.Option("--gpus", help="GPUs the plan counts on (default: the visible ones, else 1).")] = None,
     gpu_mem: Annotated[Optional[float], typer.Option("--gpu-mem", help="GB per GPU for the plan (default: the first GPU's, else 80).")] = None,
-    fsdp: Annotated[bool, typer.Option("--fsdp", help="Shard weights, gradients and optimizer state over the processes (FSDP2) in the plan.")] = False,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help=H("fsdp"))] = D("fsdp"),
     template: Annotated[str, typer.Option("--template", help=f"Prompt format: {'; '.join(f'{k}: {v}' for k, v in TEMPLATE_KINDS.items())}; or a file holding {{instruction}}.")] = "alpaca",
     system: Annotated[Optional[str], typer.Option("--system", help="System message for --template chat.")] = None,
     rank: Annotated[Optional[int], typer.Option("--rank", help="Adapter rank (method default).")] = None,
@@ -86,10 +86,10 @@ def train(
             lr=lr, epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, max_len=max_len,
             save_every=save_every, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
             adam_eps=adam_eps, max_grad_norm=max_grad_norm, log_every=log_every, pad_multiple=pad_multiple,
-            precision=precision, gradient_checkpointing=gradient_checkpointing,
+            precision=precision, gradient_checkpointing=gradient_checkpointing, fsdp=fsdp,
         )
     if dry_run:
-        _print_plan(cfg, gpus, gpu_mem, fsdp)
+        _print_plan(cfg, gpus, gpu_mem, cfg.fsdp)
         return
     after = None
     if evaluate or cfg.eval:
