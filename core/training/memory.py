@@ -126,23 +126,36 @@ def read_shape(model_dir: str | Path) -> Shape:
 
 
 def cheapest_fix(shape: Shape, s: Setup) -> str | None:
-    """One change that makes the plan fit, the cheapest first: checkpointing (compute only),
-    a smaller micro-batch (same update through accumulation), sharding over more GPUs
-    (hardware), LoRA instead of full finetuning (another method); None when none does."""
+    """The cheapest change that makes the plan fit, or None. Cheapest first: what costs
+    compute only (activation checkpointing), what changes nothing of the update (a smaller
+    micro-batch, with more accumulation), sharding over the GPUs already there (FSDP),
+    more GPUs, and last another method (LoRA instead of full finetuning)."""
     from dataclasses import replace
 
-    tries = []
+    def micro_batches(base: Setup):
+        mb = base.micro_batch
+        while mb > 1:
+            mb //= 2
+            yield f"--micro-batch-size {mb}", replace(base, micro_batch=mb)
+
+    tries: list[tuple[str, Setup]] = []
+    ckpt = ("--gradient-checkpointing", replace(s, checkpointing=True))
     if not s.checkpointing:
-        tries.append(("--gradient-checkpointing", replace(s, checkpointing=True)))
-    mb = s.micro_batch
-    while mb > 1:
-        mb //= 2
-        tries.append((f"--micro-batch-size {mb}", replace(s, micro_batch=mb)))
+        tries.append(ckpt)
+    tries += list(micro_batches(s))
+    if not s.checkpointing:
+        tries += [(f"{ckpt[0]} {text}", setup) for text, setup in micro_batches(ckpt[1])]
+    if s.gpus > 1 and not s.fsdp:
+        sharded = replace(s, fsdp=True, checkpointing=True)
+        tries += [("--fsdp --gradient-checkpointing", sharded)]
+        tries += [(f"--fsdp --gradient-checkpointing {text}", setup) for text, setup in micro_batches(sharded)]
     for gpus in (2, 4, 8, 16, 32, 64):
-        if gpus > s.gpus or not s.fsdp:
-            tries.append((f"--fsdp on {gpus} GPUs", replace(s, fsdp=True, gpus=max(gpus, s.gpus))))
+        if gpus > s.gpus:
+            tries.append((f"--fsdp --gradient-checkpointing on {gpus} GPUs",
+                          replace(s, fsdp=True, checkpointing=True, gpus=gpus)))
     if s.method == "full":
         tries.append(("--method lora", replace(s, method="adapter")))
+        tries.append(("--method lora --gradient-checkpointing", replace(s, method="adapter", checkpointing=True)))
     for text, candidate in tries:
         if plan(shape, candidate).fits:
             return text
