@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from overmem.phases import Phase, Phases, Point, Thresholds, classify, log_ratio
+from overmem.units import fmt_pct, fmt_points
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Advice:
 
 
 def _pct(acc: float) -> str:
-    return f"{acc * 100:.1f}%"
+    return f"{fmt_pct(acc)}%"
 
 
 def advise(points: Sequence[Point], split: str | None, t: Thresholds = Thresholds()) -> Advice:
@@ -121,7 +122,7 @@ def _naive_reasons(points, chosen, min_p, phases: Phases, split, naive) -> list[
     naive.append(("lowest ppl", min_p.name))
     if min_p.name != chosen.name:
         if min_p.acc is not None and min_p.acc < chosen.acc:
-            delta = f"{(chosen.acc - min_p.acc) * 100:.1f} points less accurate"
+            delta = f"{fmt_points(chosen.acc - min_p.acc)} less accurate"
         else:
             delta = "no more accurate"
         out.append(f"lowest {split} ppl picks {min_p.name}, {delta}")
@@ -145,7 +146,7 @@ def _describe(p: Point, phases: Phases) -> str:
     if verdict.log_ratio is not None and phases.min_ppl is not None and p.ppl is not None:
         text += f": ppl {p.ppl:.4g} vs minimum {phases.min_ppl:.4g}, log-ppl {verdict.log_ratio:.2f}x"
     if verdict.acc_gap and verdict.acc_gap >= 0.0005:
-        text += f", {verdict.acc_gap * 100:.1f} points below the best accuracy"
+        text += f", {fmt_points(verdict.acc_gap)} below the best accuracy"
     return text
 
 

@@ -25,6 +25,7 @@ from overmem.errors import OutputExists, OvermemError
 from overmem.evaluation.runner import EvalOptions, Evaluator
 from overmem.rundir import load_run
 from overmem.summary import Summary, summarize
+from overmem.table import fmt_pct
 from overmem.training.setup import DataOptions, build_config
 
 # The embedded default: full finetuning of the tiny model on 200 synthetic-math problems
@@ -216,7 +217,7 @@ def outcome(run_dir: Path, merge: str | None) -> tuple[Summary, list[str]]:
             m, l = merged.get(split), latest.get(split)
             if m.ppl is not None and l.ppl is not None:
                 lines.append(f"{merge} on {split}: ppl {m.ppl:.4g} vs {l.ppl:.4g} for the latest ({latest.name}), "
-                             f"accuracy {m.acc * 100:.1f}% vs {l.acc * 100:.1f}%")
+                             f"accuracy {fmt_pct(m.acc)}% vs {fmt_pct(l.acc)}%")
             if split == summary.split:
                 break
     return summary, lines

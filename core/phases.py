@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Sequence
 
+from overmem.units import fmt_points
+
 # Log-ppl below this counts as this (a perfect model's log-ppl is 0, and every
 # ratio to 0 would be infinite).
 _MIN_LOG_PPL = 1e-3
@@ -197,7 +199,7 @@ def _verdict(p, index, ratio, gap, acc_high, first_high, min_index, best_p, t) -
     if p.acc is None and p.ppl is None:
         return Verdict(p.name, Phase.UNKNOWN, None, None, "no metrics on this split")
     if acc_high is False:
-        gap_text = f"accuracy {gap * 100:.1f} points below the best ({best_p.name})"
+        gap_text = f"accuracy {fmt_points(gap)} below the best ({best_p.name})"
         after_peak = index is not None and first_high is not None and index > first_high
         if after_peak:
             return Verdict(p.name, Phase.OVERFIT, ratio, gap, _join(gap_text, "after its peak", ppl_text))

@@ -13,6 +13,7 @@ from overmem.probes.compare import probe_rows
 from overmem.rundir.io import atomic_write_bytes, atomic_write_text
 from overmem.summary import Summary
 from overmem.table import MARK_LEGEND, PALETTE, fmt_pct, fmt_ppl, markdown_table, table_model, x_of
+from overmem.units import pct
 
 FORMATS = (".png", ".svg", ".md", ".html")
 
@@ -61,7 +62,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
         if split is None:
             continue
         ppl = [(x, r.get(split).ppl) for x, r in zip(xs, rows) if r.get(split).ppl is not None]
-        acc = [(x, r.get(split).acc * 100) for x, r in zip(xs, rows) if r.get(split).acc is not None]
+        acc = [(x, pct(r.get(split).acc)) for x, r in zip(xs, rows) if r.get(split).acc is not None]
         ax.set_title(f"{split}", loc="left", fontsize=10)
         ax.set_xlabel("epoch" if rows and rows[0].checkpoint.epoch is not None else "step")
         if ppl:
@@ -88,7 +89,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
             if v.ppl is not None:
                 ax.axhline(v.ppl, color="#1f3a93", ls="--", lw=1, label=f"{name} ppl")
             if v.acc is not None:
-                ax2.axhline(v.acc * 100, color="#117a65", ls=":", lw=1, label=f"{name} accuracy")
+                ax2.axhline(pct(v.acc), color="#117a65", ls=":", lw=1, label=f"{name} accuracy")
         for a in (ax, ax2):
             for handle, label in zip(*a.get_legend_handles_labels()):
                 legend.setdefault(label, handle)

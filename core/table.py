@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from overmem.rundir.hf_trainer import TRAINER_METRIC
 from overmem.summary import Summary
+from overmem.units import fmt_pct, pct  # noqa: F401 (re-exported)
 from overmem.values import Row
 
 # One palette: figures use the colours, the terminal themes derive from them.
@@ -23,15 +24,6 @@ _PHASE_ORDER = {"yellow": 0, "purple": 1, "overfit": 2, "black": 3, "unknown": 4
 
 def fmt_ppl(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-def pct(value: float | None) -> float | None:
-    """Accuracy as a percentage (values are fractions everywhere in core)."""
-    return None if value is None else value * 100.0
-
-
-def fmt_pct(value: float | None) -> str:
-    return "-" if value is None else f"{pct(value):.1f}"
 
 
 def fmt_epoch(value: float | None) -> str:

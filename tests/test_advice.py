@@ -46,7 +46,7 @@ def test_single_checkpoint_says_so():
 def test_missing_metrics_fall_back_and_say_why():
     only_ppl = advise([Point("ep1", 3.0, None), Point("ep2", 2.5, None), Point("ep3", 4.0, None)], "val")
     assert only_ppl.recommended == "ep2"
-    assert "no accuracy" in only_ppl.reasons[0]
+    assert "no generation accuracy" in only_ppl.reasons[0] and "overmem eval" in only_ppl.reasons[0]
     only_acc = advise([Point("ep1", None, 0.5), Point("ep2", None, 0.7)], "val")
     assert only_acc.recommended == "ep2"
     assert "no perplexity" in only_acc.reasons[0]

@@ -14,6 +14,7 @@ def demo(
     sweep: Annotated[bool, typer.Option("--sweep", help="Train three learning rates; compare them in watch (c).")] = False,
     no_watch: Annotated[bool, typer.Option("--no-watch", help="Print results instead of opening the TUI.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    loss: Annotated[str, typer.Option("--loss", help="sft (the finding) or mar (the memorization-aware remedy).")] = "sft",
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default: the preset's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
@@ -24,8 +25,11 @@ def demo(
 
     console = Console()
     defaults = DemoSettings(out=out)
+    from overmem.training.losses import get_loss
+
+    get_loss(loss)  # one line for an unknown loss, before anything starts
     settings = DemoSettings(out=out.resolve(), lr=lr or DEMO_LR, seed=seed, epochs=epochs or defaults.epochs,
-                            lrs=SWEEP_LRS if sweep else (), force=force)
+                            loss=loss, lrs=SWEEP_LRS if sweep else (), force=force)
     prepare(settings)
     start = time.time()
     thread, progress, errors = start_in_background(settings)
