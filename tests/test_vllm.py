@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -94,3 +95,38 @@ def test_evaluator_with_vllm_matches_hf_and_falls_back_for_unservable(lora_run, 
         if backend == "vllm":
             assert any("vLLM cannot serve ep2" in n and "modules_to_save" in n for n in notes)
     assert results["vllm"] == results["hf"]
+
+
+def test_sampled_confidences_agree_across_backends(lora_run):
+    """Calibration reads the mean token probability of sampled answers: both backends stop at
+    the run's markers and end-of-turn ids, cut the same way, and give the same confidences
+    where they drew the same tokens (near-greedy here, so they do)."""
+    from overmem.data import synthetic
+    from overmem.data.encoding import encode_prompt
+    from overmem.data.template import PromptFormat
+    from overmem.evaluation.generators import HFGenerator, VllmBackend
+    from overmem.evaluation.models import HFModels
+    from overmem.rundir import load_run
+
+    run = load_run(lora_run)
+    models = HFModels(run.info.base_model, device="cpu", dtype=torch.float32)
+    tok = models.tokenizer
+    stops = PromptFormat().stops
+    prompts = [encode_prompt(tok, r["query"]) for r in synthetic.generate(0, "test", 0, 6, "reference")]
+    ckpt = run.checkpoint("ep1")
+    with models.use(ckpt) as model:
+        hf = HFGenerator(models, 8, stops).sample(ckpt, prompts, 2, 1e-3, 40, 0, model=model)
+    engine = vllm_backend.VllmGenerator(run.info.base_model, max_lora_rank=8, max_model_len=512)
+    try:
+        vl = VllmBackend(engine, tok, stops).sample(ckpt, prompts, 2, 1e-3, 40, 0)
+    finally:
+        engine.close()
+    same = 0
+    for hf_row, vl_row in zip(hf, vl):
+        for (h_ids, h_lps), (v_ids, v_lps) in zip(hf_row, vl_row):
+            assert len(h_ids) == len(h_lps) and len(v_ids) == len(v_lps)
+            if h_ids == v_ids:
+                same += 1
+                confidence = [sum(math.exp(x) for x in lps) / len(lps) for lps in (h_lps, v_lps)]
+                assert confidence[0] == pytest.approx(confidence[1], abs=1e-3)
+    assert same >= len(prompts)  # most draws coincide near-greedy
