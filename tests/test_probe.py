@@ -108,6 +108,9 @@ def test_probe_cli_json_and_errors(probed_run):
     assert result.exit_code == 0, result.output
     obj = json.loads(result.stdout)
     assert obj["checkpoints"] == ["ep1"] and "robustness" in obj["probes"]["ep1"]
+    for metric, value in obj["probes"]["ep1"]["robustness"].items():  # every number with its interval
+        low, high = obj["probe_intervals"]["ep1"]["robustness"][metric]
+        assert low - 1e-9 <= value <= high + 1e-9, metric
     bad = runner.invoke(app, ["probe", str(probed_run), "--probes", "vibes"])
     assert bad.exit_code == 2 and "unknown probe(s) vibes" in bad.stderr
     bad = runner.invoke(app, ["probe", str(probed_run), "--checkpoints", "ep9"])

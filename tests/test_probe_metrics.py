@@ -83,3 +83,30 @@ def test_semantic_diversity_and_min_k_and_vote():
     assert m.majority_vote(["3", "4", "3", None], lambda a: a == "3")
     assert not m.majority_vote(["4", "3"], lambda a: a == "3")  # tie: first seen
     assert m.zlib_score(2.0, "abc") == pytest.approx(2.0 / len(__import__("zlib").compress(b"abc")))
+
+
+def test_bootstrap_interval_over_queries():
+    values = [1.0] * 70 + [0.0] * 30
+    ci = m.bootstrap_interval(lambda idx: {"acc": sum(values[i] for i in idx) / len(idx)}, len(values), rounds=400)
+    low, high = ci["acc"]
+    assert low < 0.7 < high and 0.05 < high - low < 0.25  # about +-1.96 sqrt(.21/100) = +-0.09
+    # strata keep their sizes: members and non-members resampled apart
+    strata = [0] * 50 + [1] * 50
+    seen = []
+    m.bootstrap_interval(lambda idx: seen.append(sum(1 for i in idx if i < 50)) or {"x": 0.0}, 100, strata, rounds=20)
+    assert set(seen) == {50}
+
+
+def test_better_only_when_the_intervals_are_apart():
+    from overmem.probes.compare import ProbeRow
+
+    apart = ProbeRow("diversity", "pass@3", {"ep3": 0.80, "ep10": 0.60}, "higher",
+                     {"ep3": (0.74, 0.86), "ep10": (0.52, 0.68)})
+    assert apart.best() == "ep3"
+    overlapping = ProbeRow("diversity", "pass@3", {"ep3": 0.80, "ep10": 0.74}, "higher",
+                           {"ep3": (0.72, 0.88), "ep10": (0.66, 0.82)})
+    assert overlapping.best() is None
+    lower = ProbeRow("calibration", "ece", {"ep3": 0.10, "ep10": 0.20}, "lower",
+                     {"ep3": (0.07, 0.13), "ep10": (0.15, 0.25)})
+    assert lower.best() == "ep3"
+    assert ProbeRow("calibration", "mean_confidence", {"a": 0.5, "b": 0.9}, None).best() is None
