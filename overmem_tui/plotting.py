@@ -14,7 +14,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 
-from overmem_tui.theme import PHASE_BAND, RECOMMENDED_MARK
+from overmem_tui.theme import PHASE_BAND
 
 SERIES_STYLE = {"train": "#5fd7ff", "val": "#87ff87", "test": "#ffffff"}
 SERIES_MARK = {"train": "t", "val": "v", "test": "●"}
@@ -160,7 +160,3 @@ def render_lines(plot: Plot, width: int, height: int) -> list[list[Segment]]:
     label_line += right
     lines.append([Segment(label_line[:width].ljust(width), Style(dim=True))])
     return lines
-
-
-def legend(plot: Plot) -> str:
-    return "  ".join(f"{s.mark} {s.name}" for s in plot.series) + f"   {RECOMMENDED_MARK} recommended"
