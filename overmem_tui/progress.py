@@ -84,7 +84,7 @@ class EvalDisplay:
             self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {event.text}")
 
 
-class merge_progress:
+class MergeDisplay:
     """A progress bar over tensors with bytes/s (full form) or modules (adapter form)."""
 
     def __init__(self, form: str) -> None:

@@ -28,7 +28,7 @@ def merge(
     from overmem.merging.merge import plan_merge, run_merge
     from overmem.params import parse_assignments
     from overmem_tui.options import csv_list
-    from overmem_tui.progress import merge_progress
+    from overmem_tui.progress import MergeDisplay
 
     try:
         parsed = [float(w) for w in csv_list(weights)] if weights else None
@@ -37,7 +37,7 @@ def merge(
     plan = plan_merge(run or Path("."), checkpoints, weights=parsed, method=method, form=form, out=out, force=force,
                       max_shard_bytes=shard_size * 1024 * 1024, base=base,
                       params=parse_assignments(param, "--param"))
-    with merge_progress(plan.form) as update:
+    with MergeDisplay(plan.form) as update:
         info = run_merge(plan, update)
     typer.echo(f"merged {' + '.join(info.parents)} (weights {', '.join(f'{w:g}' for w in info.weights)}, "
                f"{plan.method}, {plan.form}) -> {plan.out}")
