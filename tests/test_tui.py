@@ -232,3 +232,14 @@ def test_snapshot_help_screen(snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(_snapshot_app(), terminal_size=(100, 32), run_before=open_help)
+
+
+async def test_wait_shows_waiting_until_the_run_appears(paper_run, tmp_path):
+    target = tmp_path / "later"
+    app = make_app([target], poll_interval=0.05, clock=FIXED_CLOCK, wait=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.watch_screen
+        await settle(pilot, lambda: "waiting for" in str(screen.query_one("#status").render()))
+        shutil.copytree(paper_run, target)
+        await settle(pilot, lambda: loaded(app))
+        assert screen.state.summary.advice.recommended == "ep5"
