@@ -9,6 +9,7 @@ from pathlib import Path
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.methods import get_method
 from overmem.errors import MergeError
+from overmem.rundir.checkpoint import ADAPTER_CONFIG
 from overmem.merging.safetensors_io import MERGEABLE, ShardWriter, TensorReader, plan_shards, write_index
 
 _WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -113,7 +114,7 @@ def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, p
     targets = sorted({n[: -len(".weight")].rsplit(".", 1)[-1] for n in names})
     config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=targets, init_lora_weights=True,
                   lora_dropout=0.0, base_model_name_or_path=plan.base_ref)
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
 
 
 def check_dtypes(base: TensorReader, deltas: list[Delta]) -> None:

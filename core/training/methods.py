@@ -215,13 +215,15 @@ def save_adapter(peft_model, cfg: MethodConfig, folder: Path, initial: dict | No
 
     from safetensors.torch import save_file
 
+    from overmem.rundir.checkpoint import ADAPTER_CONFIG
+
     peft_model.save_pretrained(str(folder), selected_adapters=["default"], state_dict=state_dict)
     if initial is None:
         return
     converted = converted_to_lora(adapter_tensors(peft_model, state_dict), initial)
     save_file({k: v.contiguous() for k, v in converted.items()}, str(folder / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-    config_path = folder / "adapter_config.json"
+    config_path = folder / ADAPTER_CONFIG
     config = json.loads(config_path.read_text())
     r2 = 2 * cfg.r
     # keep the scale: alpha/r (or alpha/sqrt(r) with rsLoRA) must not change with the rank
