@@ -33,7 +33,7 @@ from overmem.rundir.records import (
 
 STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-_SKIP_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+_SKIP = ("runtime", "samples_per_second", "steps_per_second", "epoch")  # bookkeeping, not metrics
 TRAINER_METRIC = "trainer/"  # prefix of the Trainer's own eval numbers other than the loss
 _PERCENT_LIKE = ("acc", "exact_match", "match")
 
@@ -99,7 +99,7 @@ def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
             splits.add(split)
             out.append((split, "loss", float(value)))
     for key, value in keys.items():
-        if key == "loss" or key.endswith("_loss") or key.endswith(_SKIP_SUFFIXES) or key == "epoch":
+        if key == "loss" or key.endswith("_loss") or key.endswith(_SKIP):
             continue
         split = next((c for c in sorted(splits, key=len, reverse=True)
                       if c != "val" and key.startswith(c + "_")), "val")
