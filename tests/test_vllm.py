@@ -33,9 +33,9 @@ def lora_run(tmp_path_factory):
     data = root / "val.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rd = RunDir(root / "run")
-    spec = SplitSpec(DataSource("file", str(data), "query", "response", "gsm8k")).to_json()
+    spec = SplitSpec(DataSource("file", str(data), "query", "response", "synthetic")).to_json()
     rd.create(RunInfo(status="finished", base_model=base, data={"splits": {"val": spec},
-                                                                 "answer": {"formats": ["gsm8k"], "fallback": True}}))
+                                                                 "answer": {"formats": ["synthetic"], "fallback": False}}))
     for name, extra in (("ep1", {}), ("ep2", {"modules_to_save": ["lm_head"]})):
         torch.manual_seed(3)
         model = get_peft_model(load_model(base), LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,

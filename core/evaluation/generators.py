@@ -108,6 +108,7 @@ class VllmBackend:
     """vLLM: one engine per base, every LoRA checkpoint a LoRARequest (vllm_backend.py)."""
 
     name = "vllm"
+    label = "vLLM"  # as people write it, in messages
 
     def __init__(self, engine, tokenizer, stops: tuple[str, ...]) -> None:
         self.engine = engine

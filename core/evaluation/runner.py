@@ -221,7 +221,7 @@ class Evaluator:
         records: list[Metric] = []
         gen = self.generator() if any(m == "acc" for _, m in need) else None
         if gen is not None and (reason := gen.serves(ckpt)):
-            self.on_event(EvalEvent("note", ckpt.name, text=f"{gen.name} cannot serve {ckpt.name}: {reason}; "
+            self.on_event(EvalEvent("note", ckpt.name, text=f"{getattr(gen, 'label', gen.name)} cannot serve {ckpt.name}: {reason}; "
                                                              "using the hf backend for it"))
             gen = HFGenerator(self.models, self.options.batch_size, self.template.stops)
         in_process = gen is None or isinstance(gen, HFGenerator)
