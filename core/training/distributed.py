@@ -16,6 +16,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"
+    owns_group: bool = False  # this process group was started here (and is closed here)
 
     @property
     def main(self) -> bool:
@@ -57,21 +58,23 @@ def init_dist(group: bool = False) -> Dist:
     device = f"cuda:{local}" if cuda else "cpu"
     if cuda:
         torch.cuda.set_device(local)
+    owns = False
     if world > 1 or group:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            if world == 1:  # a process group of one, outside torchrun
-                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-                os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-                os.environ.setdefault("RANK", "0")
-                os.environ.setdefault("WORLD_SIZE", "1")
-            dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(rank=rank, world=world, local_rank=local, device=device)
+            owns = True
+            if world == 1:  # a process group of one, outside torchrun: an in-memory store, no
+                # port and nothing written to os.environ (a later vLLM engine in the same
+                # process reads RANK/WORLD_SIZE/MASTER_PORT)
+                dist.init_process_group("nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+            else:
+                dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank=rank, world=world, local_rank=local, device=device, owns_group=owns)
 
 
 def close_dist(d: Dist) -> None:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if d.owns_group and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
