@@ -160,8 +160,15 @@ class VllmGenerator:
         return out
 
     def close(self) -> None:
+        """Shut every engine down now, not when the garbage collector gets to it: a frame that
+        still holds an engine (a traceback, a caller's local) would otherwise keep its process
+        group alive, and the next engine in this process would find a stale one."""
         if not self._engines:
             return
+        for engine in self._engines.values():
+            client = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+            if client is not None and hasattr(client, "shutdown"):
+                client.shutdown()  # idempotent: vLLM detaches its own finalizer
         self._engines.clear()
         gc.collect()
         if _cuda():
