@@ -89,14 +89,18 @@ def _trainer_values(summary: Summary) -> dict[tuple[str, str, str], float]:
 
 
 def columns_of(summary: Summary, trainer: dict) -> tuple[Column, ...]:
-    """Only columns that hold a value somewhere: an 80-column terminal has no room to spare."""
+    """Only columns that hold a value somewhere: an 80-column terminal has no room to spare.
+    A Trainer's own numbers (TRL's token accuracy, entropy, ...) get columns only for splits
+    overmem has not evaluated itself; ``recommend --json`` always has them."""
     cols = []
+    own = set()
     for split in summary.splits:
         if any(r.get(split).ppl is not None for r in summary.rows):
             cols.append(Column(f"{split}-ppl", f"{split} ppl", split, "ppl"))
         if any(r.get(split).acc is not None for r in summary.rows):
             cols.append(Column(f"{split}-acc", f"{split} acc%", split, "acc"))
-    for split, metric in sorted({(s, m) for _, s, m in trainer}):
+            own.add(split)
+    for split, metric in sorted({(s, m) for _, s, m in trainer if s not in own}):
         name = metric[len(TRAINER_METRIC):]
         cols.append(Column(f"{split}-{metric}", f"{split} {name} (trainer)", split, metric))
     return tuple(cols)

@@ -21,7 +21,8 @@ def phase_table(summary: Summary) -> Table:
     model = table_model(summary)
     table = Table(title=model.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
                   collapse_padding=True)
-    table.add_column("checkpoint", no_wrap=True, max_width=20, overflow="ellipsis")
+    table.add_column("checkpoint", no_wrap=True, min_width=min(model.name_width, 20), max_width=20,
+                     overflow="ellipsis")
     table.add_column("epoch", justify="right", min_width=5, no_wrap=True)
     for col in model.columns:
         table.add_column(col.title.replace(" ", "\n", 1), justify="right", no_wrap=True, min_width=5)

@@ -147,6 +147,9 @@ def test_trl_folder_is_a_first_class_run(trl_runs, kind):
         val = c["metrics"]["val"]
         assert val["ppl_aggregate"] == "mean" and val["n"] == LIMIT and 0 <= val["acc"] <= 1
         assert c["phase"] != "unknown", c
+    table = CliRunner().invoke(app, ["recommend", str(folder)]).output  # 80 columns
+    assert "checkpoint-12" in table and "ppl" in table  # whole names, overmem's own columns
+    assert "(trainer)" not in table  # overmem measured val and test itself: no Trainer columns
     trained = obj["checkpoints"][1:]
     assert all("mean_token_accuracy" in c["trainer_metrics"]["val"] for c in trained)  # shown, never acc
     assert obj["checkpoints"][0]["metrics"]["val"]["acc"] == 0.0  # the base has no ####: no answer

@@ -33,7 +33,8 @@ from overmem.rundir.records import (
 
 STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-_SKIP = ("runtime", "samples_per_second", "steps_per_second", "epoch")  # bookkeeping, not metrics
+# bookkeeping, not metrics (TRL's num_tokens counts the training tokens seen so far)
+_SKIP = ("runtime", "samples_per_second", "steps_per_second", "epoch", "num_tokens")
 TRAINER_METRIC = "trainer/"  # prefix of the Trainer's own eval numbers other than the loss
 _PERCENT_LIKE = ("acc", "exact_match", "match")
 
