@@ -56,3 +56,19 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def trainer_dataset(tok, rows: list[dict]):
+    """Prompt/response rows as a Trainer's dataset: padded ids, loss on the response only."""
+    from datasets import Dataset
+
+    from overmem.data.encoding import encode
+
+    enc = [encode(tok, r["query"], r["response"]) for r in rows]
+    width = max(len(e.input_ids) for e in enc)
+    pad = [width - len(e.input_ids) for e in enc]
+    return Dataset.from_dict({
+        "input_ids": [list(e.input_ids) + [0] * p for e, p in zip(enc, pad)],
+        "attention_mask": [[1] * len(e.input_ids) + [0] * p for e, p in zip(enc, pad)],
+        "labels": [[-100] * e.n_prompt + list(e.input_ids[e.n_prompt:]) + [-100] * p for e, p in zip(enc, pad)],
+    })

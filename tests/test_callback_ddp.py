@@ -25,27 +25,19 @@ EVAL_EXTRA_S = 10  # how much longer than usual each evaluation takes, beyond th
 SCRIPT = textwrap.dedent("""
     import datetime, os, sys, time
     import torch.distributed as dist
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from overmem.data.encoding import encode
     from overmem.evaluation.callback import OvermemCallback
     from overmem.models.loading import load_tokenizer, resolve_base
+    from tests.helpers import trainer_dataset
 
     out, trainer_dir, plain, extra = sys.argv[1], sys.argv[2], sys.argv[3] == "plain", float(sys.argv[4])
     rows = [{"query": f"What is {a} plus {b}?", "response": f"{a} plus {b} is {a + b}. The answer is: {a + b}"}
             for a, b in [(2, 3), (4, 5), (7, 1), (6, 2), (3, 3), (8, 1), (5, 4), (9, 0)]]
     base = resolve_base("tiny")
     tok = load_tokenizer(base)
-    enc = [encode(tok, r["query"], r["response"]) for r in rows]
-    width = max(len(e.input_ids) for e in enc)
-    ds = Dataset.from_dict({
-        "input_ids": [list(e.input_ids) + [0] * (width - len(e.input_ids)) for e in enc],
-        "attention_mask": [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in enc],
-        "labels": [[-100] * e.n_prompt + list(e.input_ids[e.n_prompt:]) + [-100] * (width - len(e.input_ids))
-                   for e in enc],
-    })
+    ds = trainer_dataset(tok, rows)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base["path"]),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
 

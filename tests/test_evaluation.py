@@ -21,7 +21,7 @@ from overmem.models.loading import load_model, load_tokenizer, resolve_base
 from overmem.rundir import RunDir, load_run
 from overmem.training.setup import DataOptions, build_config
 from overmem.training.trainer import train
-from tests.helpers import ROOT, read_jsonl
+from tests.helpers import ROOT, read_jsonl, trainer_dataset
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +230,6 @@ def test_eval_cli_errors(trained_run):
 
 def test_overmem_callback_on_a_real_trainer(tmp_path, toy_llama):
     """OvermemCallback turns a plain transformers.Trainer run into an overmem run directory."""
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
@@ -240,14 +239,7 @@ def test_overmem_callback_on_a_real_trainer(tmp_path, toy_llama):
     base = resolve_base("tiny")
     tok = load_tokenizer(base)
     rows = [{"query": r["query"], "response": r["response"]} for r in ROWS]
-    enc = [encode(tok, r["query"], r["response"]) for r in rows * 4]
-    width = max(len(e.input_ids) for e in enc)
-    ds = Dataset.from_dict({
-        "input_ids": [list(e.input_ids) + [0] * (width - len(e.input_ids)) for e in enc],
-        "attention_mask": [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in enc],
-        "labels": [[-100] * e.n_prompt + list(e.input_ids[e.n_prompt:]) + [-100] * (width - len(e.input_ids))
-                   for e in enc],
-    })
+    ds = trainer_dataset(tok, rows * 4)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base["path"]),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     out = tmp_path / "overmem-run"
