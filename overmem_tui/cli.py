@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -26,12 +25,35 @@ def _debug() -> bool:
 
 def report_error(message: str, code: int) -> None:
     text = " ".join(str(message).split())
-    click.echo(f"overmem: error: {text}", err=True)
+    typer.echo(f"overmem: error: {text}", err=True)
     sys.exit(code)
 
 
+def _typer_flow() -> tuple[type[BaseException], ...]:
+    """What typer itself turns into help, usage errors and exit codes: recent typer vendors
+    click (its own Exit, Abort and TyperException-based usage errors), older typer used
+    click's."""
+    kinds: list[type[BaseException]] = [SystemExit, typer.Exit, typer.Abort]
+    try:
+        from typer.exceptions import TyperException
+
+        kinds.append(TyperException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        kinds += [click.exceptions.Exit, click.exceptions.Abort, click.ClickException]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+TYPER_FLOW = _typer_flow()
+
+
 class OvermemGroup(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except OvermemError as exc:
@@ -44,7 +66,7 @@ class OvermemGroup(TyperGroup):
             report_error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
         except KeyboardInterrupt:
             report_error("interrupted", 130)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+        except TYPER_FLOW:
             raise
         except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
             if _debug():

@@ -26,6 +26,19 @@ def test_help_and_version():
     assert "Usage" in invoke().output
 
 
+@pytest.mark.parametrize("command", ["train", "eval", "watch", "recommend", "merge", "probe", "report", "select",
+                                     "demo"])
+def test_each_command_help_and_a_mistyped_option(command):
+    """The real entry point: --help is help (exit 0), a mistyped option is a usage error
+    (exit 2), never an "unexpected" error (typer's own exceptions pass through)."""
+    helped = run_cli(command, "--help")
+    assert helped.returncode == 0 and f" {command} [OPTIONS]" in helped.stdout
+    assert "error" not in helped.stderr
+    wrong = run_cli(command, "--no-such-option")
+    assert wrong.returncode == 2 and "No such option" in wrong.stderr + wrong.stdout
+    assert "unexpected" not in wrong.stderr + wrong.stdout
+
+
 def test_recommend_table_and_json(paper_run):
     result = invoke("recommend", paper_run)
     assert result.exit_code == 0, result.output
