@@ -5,10 +5,13 @@ each checkpoint in process (the numbers the demo gets), carries out the suggeste
 merge and evaluates it, then prints one table row per run: yellow checkpoints, the
 purple window, overfit checkpoints, val log-ppl at the last purple checkpoint, test
 accuracy inside the window against the best, the raw test ppl rise, and the merge.
-The thread count changes the order of float sums, a stand-in for another CPU.
-Exits 1 when any run misses a promise. About 4 minutes per run on one core.
+The thread count may change the order of float sums; ``--cpu-capability default``
+makes torch use its plain (unvectorized) CPU kernels instead of AVX2/AVX-512 ones,
+which changes them for certain: both stand in for another CPU.
+Exits 1 when any run misses a promise. About 4-10 minutes per run on one core.
 
     .venv/bin/python scripts/demo_seeds.py --seeds 0 1 2 3 4 --threads 1 2 --jobs 2
+    .venv/bin/python scripts/demo_seeds.py --seeds 0 1 --threads 1 --cpu-capability default --jobs 2
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing
+import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -62,7 +66,11 @@ def main() -> int:
     parser.add_argument("--lr", type=float, help="another learning rate than the preset's")
     parser.add_argument("--loss", default="sft")
     parser.add_argument("--keep", type=Path, help="keep the runs under this folder")
+    parser.add_argument("--cpu-capability", choices=["default", "avx2", "avx512"],
+                        help="torch's CPU kernels for every run (ATEN_CPU_CAPABILITY; default: the CPU's best)")
     args = parser.parse_args()
+    if args.cpu_capability:  # read by torch when the spawned workers import it
+        os.environ["ATEN_CPU_CAPABILITY"] = args.cpu_capability
     runs = list(itertools.product(args.seeds, args.threads))
     with tempfile.TemporaryDirectory() as tmp:
         root = str(args.keep or tmp)
