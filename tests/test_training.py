@@ -318,3 +318,25 @@ def test_fsdp_on_two_processes_matches_one_process(tmp_path, method, port):
     c = _trainable(killed)
     for key in b:
         assert torch.equal(b[key], c[key]), key
+
+
+def test_fsdp_in_one_process_leaves_no_group_and_no_environment(tmp_path, monkeypatch):
+    """--fsdp outside torchrun starts a process group of one on an in-memory store and
+    closes it: nothing is written to os.environ (a vLLM engine started later in the same
+    process reads RANK/WORLD_SIZE/MASTER_PORT), and a group the caller started survives."""
+    import torch.distributed as dist
+
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    out = tmp_path / "one"
+    train(tiny_cfg(out, "lora", epochs=1, train_size=8, dropout=0.0, micro_batch_size=4, fsdp=True, precision="fp32"))
+    assert load_run(out).status == "finished"
+    assert not dist.is_initialized()
+    assert not {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"} & set(os.environ)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        train(tiny_cfg(tmp_path / "two", "lora", epochs=1, train_size=8, dropout=0.0, micro_batch_size=4,
+                       fsdp=True, precision="fp32"))
+        assert dist.is_initialized()  # the caller's group is the caller's to close
+    finally:
+        dist.destroy_process_group()
