@@ -117,3 +117,10 @@ def test_a_users_own_core_package_never_shadows_overmem(tmp_path):
                            "--eval-size", "2"], cwd=user, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (user / "run2" / "checkpoints" / "ep1").is_dir()
+
+
+def test_no_module_over_300_lines():
+    """One house, small rooms: every module of core/ and overmem_tui/ stays at 300 lines or fewer."""
+    long = {str(p.relative_to(ROOT)): n for folder in ("core", "overmem_tui") for p in (ROOT / folder).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}

@@ -20,6 +20,7 @@ from overmem.errors import ClaimLost, UnknownCheckpoint, UnknownSplit, UsageErro
 from overmem.evaluation import perplexity
 from overmem.evaluation.generators import BACKENDS, HFGenerator, choose_generator, text_of
 from overmem.evaluation.definitions import Definitions, define, ordered
+from overmem.evaluation.events import EvalEvent
 from overmem.rundir import Metric, RunInfo, RunReader, canonical_split
 from overmem.rundir.claims import CLAIM_TIMEOUT
 from overmem.rundir.io import write_jsonl_atomic
@@ -49,17 +50,6 @@ class EvalOptions:
     tensor_parallel_size: int | None = None  # vLLM: GPUs one model spans
     steal_claims: bool = False  # evaluate checkpoints other evaluators claim (a human who knows better)
     claim_timeout: float = CLAIM_TIMEOUT  # a claim without a heartbeat this long is taken over
-
-
-@dataclass(frozen=True)
-class EvalEvent:
-    kind: str  # start | progress | done | skip | note
-    checkpoint: str = ""
-    split: str = ""
-    part: str = ""  # ppl | gen
-    done: int = 0
-    total: int = 0
-    text: str = ""
 
 
 class Evaluator:
@@ -221,7 +211,8 @@ class Evaluator:
         records: list[Metric] = []
         gen = self.generator() if any(m == "acc" for _, m in need) else None
         if gen is not None and (reason := gen.serves(ckpt)):
-            self.on_event(EvalEvent("note", ckpt.name, text=f"{getattr(gen, 'label', gen.name)} cannot serve {ckpt.name}: {reason}; "
+            label = getattr(gen, "label", gen.name)
+            self.on_event(EvalEvent("note", ckpt.name, text=f"{label} cannot serve {ckpt.name}: {reason}; "
                                                              "using the hf backend for it"))
             gen = HFGenerator(self.models, self.options.batch_size, self.template.stops)
         in_process = gen is None or isinstance(gen, HFGenerator)

@@ -14,7 +14,6 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,23 +26,10 @@ from overmem.training import sharding
 from overmem.training import state as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
+from overmem.training.events import TrainEvent
 from overmem.training.losses import get_loss
 from overmem.training.schedule import effective_warmup, epoch_order, lr_factor  # noqa: F401 (re-exported)
 from overmem.training.methods import adapter_tensors, apply_method, describe, get_method, save_adapter, trainable_state
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """Progress of a training run, for front ends (rank 0 only)."""
-
-    kind: str  # start | step | checkpoint | note | end
-    step: int = 0
-    total_steps: int = 0
-    epoch: float = 0.0
-    loss: float | None = None
-    lr: float | None = None
-    tokens_per_s: float | None = None
-    text: str = ""
 
 
 class Training:
