@@ -1,10 +1,14 @@
 """The recommendation and the merge suggestion: pure functions of classified points.
 
 Recipe (METHOD.md 4.1): among checkpoints whose log-ppl lies within ``band`` times
-the minimum, take the one with the highest accuracy (ties: the earliest). Then say
-what the naive rules (lowest ppl, highest accuracy, the last checkpoint) would
-have picked, and suggest merging the recommended (or best healthy) checkpoint
-with the latest over-memorized one (METHOD.md 4.2).
+the minimum, take the one with the highest accuracy (ties: the earliest). The advice
+never contradicts the phases: when no checkpoint in the band has high accuracy, it
+says so, takes the least over-memorized checkpoint whose accuracy is high (a yellow
+one) and names the trade-off; when no checkpoint is yellow, or accuracy never rose
+above the base's, it recommends none. Then it says what the naive rules (lowest
+ppl, highest accuracy, the last checkpoint) would have picked, and suggests merging
+the recommended checkpoint with the latest over-memorized one (METHOD.md 4.2),
+unless that merge was evaluated and is itself over-memorized.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def advise(points: Sequence[Point], split: str | None, t: Thresholds = Threshold
 
     if not points or all(p.ppl is None and p.acc is None for p in points):
         reasons.append(f"no checkpoint has metrics {where} yet: nothing to recommend")
+    elif not phases.learned:
+        reasons.append(_never_learned(phases, split))
     elif not full:
         recommended = _fallback(points, split, reasons)
     else:
@@ -56,18 +62,65 @@ def advise(points: Sequence[Point], split: str | None, t: Thresholds = Threshold
                 f"minimum ppl ({min_p.ppl:.4g} at {min_p.name}); waiting for the accuracy of {', '.join(waiting)}"
             )
             return _advice(points, phases, split, t, None, reasons, naive)
-        chosen = max(band, key=lambda p: p.acc)  # max keeps the first of ties: the earliest
+        top = max(band, key=lambda p: p.acc)  # max keeps the first of ties: the earliest
+        band_text = (f"{len(band)} checkpoint{'s' if len(band) != 1 else ''} whose {split} ppl is within "
+                     f"{t.band:g}x (log scale) of the minimum ({min_p.ppl:.4g} at {min_p.name})")
+        if _high(phases, top):
+            chosen = top
+        else:
+            chosen = _outside_band(full, top, band_text, phases, split, reasons)
+        if chosen is None:
+            return _advice(points, phases, split, t, None, reasons, naive)
         recommended = chosen.name
         if len(full) == 1:
             reasons.append(f"{chosen.name} is the only checkpoint with ppl and accuracy {where}")
         else:
-            reasons.append(
-                f"{chosen.name}: highest {split} accuracy ({_pct(chosen.acc)}{_n(chosen)}) among the "
-                f"{len(band)} checkpoint{'s' if len(band) != 1 else ''} whose {split} ppl is within "
-                f"{t.band:g}x (log scale) of the minimum ({min_p.ppl:.4g} at {min_p.name})"
-            )
+            if chosen is top:
+                reasons.append(f"{chosen.name}: highest {split} accuracy ({_pct(chosen.acc)}{_n(chosen)}) among "
+                               f"the {band_text}")
             reasons.extend(_naive_reasons(points, chosen, min_p, phases, split, naive))
     return _advice(points, phases, split, t, recommended, reasons, naive)
+
+
+def _high(phases: Phases, p: Point) -> bool:
+    """Accuracy high by the phases (yellow or purple): the advice never calls another kind healthy."""
+    verdict = phases.of(p.name)
+    return verdict is not None and verdict.phase in (Phase.YELLOW, Phase.PURPLE)
+
+
+def _never_learned(phases: Phases, split) -> str:
+    floor = f"the base's {_pct(phases.base_acc)}" if phases.base_acc is not None else "zero"
+    return (f"{split} accuracy never rose clearly above {floor} (best {_pct(phases.best_acc)} around "
+            f"{phases.best_name}): no checkpoint has learned the task, so none is recommended; check the data, "
+            "the answer format (the gen sidecars show what was read from each answer) and the learning rate")
+
+
+def _outside_band(full, top: Point, band_text: str, phases: Phases, split, reasons: list[str]) -> Point | None:
+    """No checkpoint in the band has high accuracy: the least over-memorized yellow one, with
+    the trade-off in words, or None when no checkpoint is yellow."""
+    best = f"{_pct(phases.best_acc)} around {phases.best_name}"
+    reasons.append(f"no checkpoint among the {band_text} has high {split} accuracy: the most accurate of them, "
+                   f"{top.name}, has {_pct(top.acc)}{_n(top)}, {fmt_points(phases.best_acc - top.acc)} below the "
+                   f"best ({best})")
+    ratio = {v.name: v.log_ratio for v in phases.verdicts}
+    yellow = [p for p in full if (v := phases.of(p.name)) is not None and v.phase is Phase.YELLOW]
+    if not yellow:
+        purple = [p for p in full if (v := phases.of(p.name)) is not None and v.phase is Phase.PURPLE]
+        least = min(purple, key=lambda p: ratio[p.name]) if purple else None
+        reasons.append("no checkpoint is healthy, so none is recommended" + (
+            f"; the trade-off: {top.name} costs {fmt_points(phases.best_acc - top.acc)} of accuracy at log-ppl "
+            f"{ratio[top.name]:.2f}x, {least.name} (the least over-memorized with high accuracy) keeps accuracy at "
+            f"log-ppl {ratio[least.name]:.2f}x" if least is not None else ""))
+        return None
+    chosen = min(yellow, key=lambda p: (ratio[p.name], -p.acc))
+    reasons.append(f"{chosen.name}: the least over-memorized checkpoint with high {split} accuracy "
+                   f"({_pct(chosen.acc)}{_n(chosen)}): log-ppl {ratio[chosen.name]:.2f}x its minimum, outside the "
+                   f"band but below the over-memorization threshold")
+    reasons.append(f"the trade-off: {top.name} keeps log-ppl at {ratio[top.name]:.2f}x but costs "
+                   f"{fmt_points(phases.best_acc - top.acc)} of accuracy; {chosen.name} is "
+                   f"{fmt_points(max(phases.best_acc - chosen.acc, 0.0))} below the best at log-ppl "
+                   f"{ratio[chosen.name]:.2f}x")
+    return chosen
 
 
 def trajectory_minimum(points: Sequence[Point]) -> Point:
@@ -77,12 +130,16 @@ def trajectory_minimum(points: Sequence[Point]) -> Point:
 
 
 def _advice(points, phases: Phases, split, t: Thresholds, recommended, reasons: list, naive: list) -> Advice:
-    merge = _merge_pair(points, phases, recommended)
+    merge, tried = _merge_pair(points, phases, recommended)
     if merge:
         reasons.append(
             f"merge {merge[0]} + {merge[1]}: average the deltas of a healthy and an over-memorized "
             "checkpoint (the method's remedy); overmem merge can do it exactly"
         )
+    elif tried is not None:
+        verdict = phases.of(tried.name)
+        reasons.append(f"{tried.name} was evaluated and is itself over-memorized (log-ppl "
+                       f"{verdict.log_ratio:.2f}x its minimum): it is no remedy, so no merge is suggested")
     return Advice(
         split=split,
         thresholds=t,
@@ -150,25 +207,24 @@ def _describe(p: Point, phases: Phases) -> str:
     return text
 
 
-def _merge_pair(points, phases: Phases, recommended: str | None) -> tuple[str, str] | None:
+def _merge_pair(points, phases: Phases, recommended: str | None) -> tuple[tuple[str, str] | None, Point | None]:
+    """(the recommended checkpoint, the latest purple one) when the recommended is a yellow
+    checkpoint of the trajectory; None, with the merge that was tried, when that merge was
+    evaluated and is purple itself."""
     mergeable = [p for p in points if p.on_trajectory and p.mergeable]
     phase = {v.name: v.phase for v in phases.verdicts}
     purple = [p for p in mergeable if phase.get(p.name) is Phase.PURPLE]
-    if not purple:
-        return None
-    late = purple[-1]
-    names = {p.name for p in mergeable}
-    if recommended in names and phase.get(recommended) is Phase.YELLOW:
-        early = recommended
-    else:
-        yellow = [p for p in mergeable if phase.get(p.name) is Phase.YELLOW and p.acc is not None]
-        if not yellow:
-            return None
-        early = max(yellow, key=lambda p: p.acc).name
-    return (early, late.name) if early != late.name else None
+    if not purple or recommended not in {p.name for p in mergeable} or phase.get(recommended) is not Phase.YELLOW:
+        return None, None
+    pair = (recommended, purple[-1].name)
+    tried = next((p for p in points if not p.on_trajectory and set(p.parents) == set(pair)
+                  and phase.get(p.name) is Phase.PURPLE), None)
+    return (None, tried) if tried is not None else (pair, None)
 
 
 def _warnings(points, phases: Phases, split) -> list[str]:
+    if not phases.learned:
+        return [f"{split} accuracy never rose above the base's: every checkpoint is under-trained"]
     if not phases.onset:
         return []
     trajectory = [p for p in points if p.on_trajectory and p.ppl is not None]

@@ -9,8 +9,13 @@ different by the same test). The average keeps one lucky evaluation among twenty
 from condemning its healthy neighbours; the consistency rule keeps the average
 from crossing a real jump: the base model's 0% next to a sharp early peak would
 otherwise drag that peak down, and checkpoints far below it would pass as "high".
-Its perplexity is "high" when its log (the mean token NLL) exceeds the run's
-minimum log-ppl by a factor. A factor on log-ppl
+No accuracy is "high" while the best is not clearly above the base model's (or
+above zero when the base was not evaluated): a run whose accuracy never rose has
+learned nothing to be healthy with, and every checkpoint is black. "Clearly above"
+is the same z test with Agresti-Coull standard errors (two pseudo-successes and
+failures per z^2/4, so 0 of 400 still has a spread) and a gain of at least
+``min_gain``. Its perplexity is "high" when its log (the mean token NLL) exceeds
+the run's minimum log-ppl by a factor. A factor on log-ppl
 means the same for an 8B model at test ppl 3-5 and for a tiny model near 1.2; a
 factor on raw ppl does not (the paper's 4.5x ppl is ~2.4x log-ppl; the tiny
 demo's 1.2x ppl can be 2x log-ppl).
@@ -23,7 +28,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Sequence
 
-from overmem.units import fmt_points
+from overmem.units import fmt_pct, fmt_points
 
 # Log-ppl below this counts as this (a perfect model's log-ppl is 0, and every
 # ratio to 0 would be infinite).
@@ -59,6 +64,7 @@ class Thresholds:
     band: float = 1.25  # recommendation band: log-ppl <= band * minimum log-ppl
     z: float = 2.0  # accuracy "clearly below": more than z binomial SE of the difference
     rel_tol: float = 0.10  # without sample counts: more than 10% below the best
+    min_gain: float = 0.02  # the best accuracy must rise this much above the base's to count as learned
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -66,6 +72,9 @@ class Thresholds:
     def validate(self) -> "Thresholds":
         from overmem.errors import UsageError
 
+        for name, value in self.to_json().items():
+            if not math.isfinite(value):
+                raise UsageError(f"{name.replace('_', ' ')} must be a finite number, got {value}")
         if not self.ppl_factor > 1.0:
             raise UsageError(f"ppl factor must be above 1, got {self.ppl_factor}")
         if not self.band >= 1.0:
@@ -74,6 +83,8 @@ class Thresholds:
             raise UsageError(f"z must be positive, got {self.z}")
         if not 0 <= self.rel_tol < 1:
             raise UsageError(f"relative tolerance must be in [0, 1), got {self.rel_tol}")
+        if not 0 <= self.min_gain < 1:
+            raise UsageError(f"min gain must be in [0, 1), got {self.min_gain}")
         return self
 
 
@@ -91,6 +102,8 @@ class Point:
     n: int | None = None
     on_trajectory: bool = True
     mergeable: bool = True
+    base: bool = False  # the base model (epoch 0): what finetuning has to improve on
+    parents: tuple[str, ...] = ()  # a merge's inputs
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,8 @@ class Phases:
     best_acc: float | None
     best_n: int | None
     onset: str | None
+    learned: bool = True  # the best accuracy is clearly above the base's (or zero): see the module doc
+    base_acc: float | None = None
 
     def of(self, name: str) -> Verdict | None:
         for v in self.verdicts:
@@ -135,6 +150,29 @@ def accuracy_is_high(acc: float, n: int | None, best: float, best_n: int | None,
         se = math.sqrt(best * (1 - best) / best_n + acc * (1 - acc) / n)
         return se > 0 and (best - acc) <= t.z * se
     return acc >= best * (1 - t.rel_tol)
+
+
+def _ac_variance(acc: float, n: int, z: float) -> float:
+    """Agresti-Coull variance of a proportion: never 0, even at 0 of n."""
+    shrunk = (acc * n + z * z / 2) / (n + z * z)
+    return shrunk * (1 - shrunk) / (n + z * z)
+
+
+def rose_above(best: Point, base: Point | None, t: Thresholds) -> bool:
+    """True when ``best``'s accuracy is clearly above ``base``'s (zero without a base): a
+    gain of at least ``min_gain`` and beyond z Agresti-Coull standard errors."""
+    floor = base.acc if base is not None and base.acc is not None else 0.0
+    gain = best.acc - floor
+    if gain < t.min_gain or gain <= 0:
+        return False
+    if best.n:
+        var = _ac_variance(best.acc, best.n, t.z)
+        if base is not None and base.acc is not None:
+            if not base.n:
+                return floor < best.acc * (1 - t.rel_tol)
+            var += _ac_variance(floor, base.n, t.z)
+        return gain > t.z * math.sqrt(var)
+    return floor < best.acc * (1 - t.rel_tol)
 
 
 def consistent(a: Point, b: Point, t: Thresholds) -> bool:
@@ -168,8 +206,10 @@ def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
     best_p = smoothed_best(with_acc, t)
     position = {p.name: i for i, p in enumerate(trajectory)}
     min_index = position.get(min_p.name, -1) if min_p else -1
+    base = next((p for p in trajectory if p.base and p.acc is not None), None)
+    learned = best_p is None or rose_above(best_p, base, t)
     high = {
-        p.name: accuracy_is_high(p.acc, p.n, best_p.acc, best_p.n, t)
+        p.name: learned and accuracy_is_high(p.acc, p.n, best_p.acc, best_p.n, t)
         for p in points
         if p.acc is not None and best_p is not None
     }
@@ -179,7 +219,13 @@ def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
         index = position.get(p.name) if p.on_trajectory else None
         ratio = log_ratio(p.ppl, min_p.ppl) if p.ppl is not None and min_p else None
         gap = best_p.acc - p.acc if p.acc is not None and best_p else None
-        verdicts.append(_verdict(p, index, ratio, gap, high.get(p.name), first_high, min_index, best_p, t))
+        verdict = _verdict(p, index, ratio, gap, high.get(p.name), first_high, min_index, best_p, t)
+        if not learned and p.acc is not None:
+            floor = f"the base's {fmt_pct(base.acc)}%" if base is not None else "zero"
+            verdict = Verdict(p.name, Phase.BLACK, ratio, gap, _join(
+                f"accuracy never rose clearly above {floor} (best {fmt_pct(best_p.acc)}%)",
+                "" if ratio is None else f"log-ppl {ratio:.2f}x its minimum"))
+        verdicts.append(verdict)
     onset = next(
         (v.name for v, p in zip(verdicts, points) if p.on_trajectory and v.phase is Phase.PURPLE), None
     )
@@ -191,6 +237,8 @@ def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
         best_acc=best_p.acc if best_p else None,
         best_n=best_p.n if best_p else None,
         onset=onset,
+        learned=learned,
+        base_acc=base.acc if base is not None else None,
     )
 
 

@@ -57,6 +57,8 @@ def points_for(rows: tuple[Row, ...], split: str | None) -> list[Point]:
                 n=values.n if values else None,
                 on_trajectory=row.checkpoint.on_trajectory,
                 mergeable=row.checkpoint.kind != KIND_BASE and row.checkpoint.path is not None,
+                base=row.checkpoint.kind == KIND_BASE,
+                parents=row.checkpoint.parents,
             )
         )
     return points

@@ -71,19 +71,21 @@ def test_partially_missing_points_are_skipped_not_fatal():
 def test_no_merge_without_purple_and_merge_skips_the_base():
     advice = advise([Point("ep0", 9.0, 0.1, 500, mergeable=False), Point("ep1", 3.0, 0.7, 500)], "val")
     assert advice.merge is None
-    # a yellow base model is never the early half of a merge
+    # the merge always includes the recommended checkpoint: a recommended point that cannot be
+    # merged (here the base model) gets no merge, never one of another checkpoint
     base_yellow = [
         Point("ep0", 3.1, 0.76, 500, mergeable=False),
         Point("ep1", 3.2, 0.75, 500),
         Point("ep2", 9.0, 0.76, 500),
     ]
-    assert advise(base_yellow, "val").merge == ("ep1", "ep2")
+    advice = advise(base_yellow, "val")
+    assert advice.recommended == "ep0" and advice.merge is None
 
 
 def test_summary_json_has_the_documented_shape():
     obj = summary_json(summarize(load_run(DATA / "paper_run")))
     assert {"run", "split", "thresholds", "checkpoints", "recommended", "merge", "reasons"} <= set(obj)
-    assert obj["thresholds"] == {"ppl_factor": 1.5, "band": 1.25, "z": 2.0, "rel_tol": 0.1}
+    assert obj["thresholds"] == {"ppl_factor": 1.5, "band": 1.25, "z": 2.0, "rel_tol": 0.1, "min_gain": 0.02}
     ep3 = next(c for c in obj["checkpoints"] if c["name"] == "ep3")
     assert {"name", "epoch", "step", "phase", "metrics"} <= set(ep3)
     assert ep3["metrics"]["val"]["ppl"] == 3.1 and ep3["metrics"]["val"]["acc"] == 0.74

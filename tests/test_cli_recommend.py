@@ -88,8 +88,11 @@ def test_error_non_numeric_value(paper_run):
     with open(paper_run / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps({"type": "metric", "checkpoint": "ep10", "split": "val",
                              "metric": "ppl", "value": "high"}) + "\n")
-    line = _error(invoke("recommend", paper_run))
-    assert "metrics.jsonl:" in line and "value 'high' is not a number" in line
+    result = invoke("recommend", paper_run)
+    line = _error(result)
+    assert "metrics.jsonl:67: checkpoint ep10, split val: ppl 'high' is not a number" in line
+    assert result.exit_code == 3
+    assert "recommended:" in result.stdout and "ppl 'high' is not a number" in result.stdout  # said, not ranked
 
 
 def test_error_bad_threshold(paper_run):

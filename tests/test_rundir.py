@@ -117,9 +117,9 @@ def test_bad_lines_are_problems_and_strict_mode_refuses(tmp_path):
         fh.write("not json\n")
     run = load_run(rd.path)
     assert len(run.metrics) == 1
-    assert run.problems[0] == "metrics.jsonl:2: value 'abc' is not a number"
+    assert run.problems[0] == "metrics.jsonl:2: checkpoint ep1, split val: ppl 'abc' is not a number"
     assert run.problems[1].startswith("metrics.jsonl:3:")
-    with pytest.raises(CorruptRun, match="metrics.jsonl:2: value 'abc' is not a number"):
+    with pytest.raises(CorruptRun, match="metrics.jsonl:2: checkpoint ep1, split val: ppl 'abc' is not a number"):
         load_run(rd.path, strict=True)
 
 

@@ -29,7 +29,9 @@ from overmem.rundir.records import (
     Metric,
     RunInfo,
     TrainLog,
+    value_problem,
 )
+from overmem.rundir.names import is_safe_name, unsafe_reason
 
 STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -114,9 +116,24 @@ def _percent_series(triples: list[tuple[str, str, str, float]]) -> set[tuple[str
     series (a run whose accuracy reads 0.8 then 1.0 is not in percent)."""
     peak: dict[tuple[str, str], float] = {}
     for _, split, key, value in triples:
-        if any(word in key for word in _PERCENT_LIKE):
+        if _accuracy_like(key) and math.isfinite(value):
             peak[(split, key)] = max(peak.get((split, key), value), value)
     return {series for series, top in peak.items() if top > 1.0}
+
+
+def _accuracy_like(key: str) -> bool:
+    return any(word in key for word in _PERCENT_LIKE)
+
+
+def metric_problem(m: Metric) -> str | None:
+    """Why a Trainer's number cannot be shown, or None: its loss as a perplexity, and an
+    accuracy-like number (after the percent rule) as a fraction, like overmem's own."""
+    if m.metric == "ppl":
+        problem = value_problem("ppl", m.value)
+        return f"eval loss gives ppl {m.value!r}, which {problem}" if problem else None
+    name = m.metric[len(TRAINER_METRIC):]
+    problem = value_problem("acc" if _accuracy_like(name) else name, m.value)
+    return f"{name} {m.value!r} {problem}" if problem else None
 
 
 def base_model(path: Path, folders: dict[int, Path]) -> dict:
@@ -140,31 +157,78 @@ def _config_name(folder: Path) -> str | None:
         return None
 
 
+def _state(source: Path | None) -> dict:
+    """The Trainer's state file as an object (ValueError when it is not one)."""
+    if source is None:
+        return {}
+    state = json.loads(source.read_text())
+    if not isinstance(state, dict):
+        raise ValueError("not a JSON object")
+    history = state.get("log_history")
+    if history is not None and not isinstance(history, list):
+        raise ValueError("log_history is not a list")
+    return state
+
+
+def _whole(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} {value!r} is not a step count")
+    return int(value)
+
+
+def _finite(value, what: str, default: float = 0.0) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} {value!r} is not a finite number")
+    return float(value)
+
+
 def read_trainer_folder(path: Path) -> TrainerRun:
-    """Parse a Trainer output folder. Raises OSError/ValueError on an unreadable state file."""
+    """Parse a Trainer output folder. Raises OSError/ValueError on an unreadable state file;
+    a log entry or a value that cannot be used is a problem, not an error."""
     folders = checkpoint_folders(path)
     source = state_file(path)
-    state = json.loads(source.read_text()) if source else {}
+    state = _state(source)
     history = state.get("log_history") or []
     problems: list[str] = []
     logs: list[TrainLog] = []
     triples: list[tuple[str, str, str, float]] = []
     eval_epochs: dict[int, float] = {}
     max_steps = state.get("max_steps") or None
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0):
+        problems.append(f"{source.name}: max_steps {max_steps!r} is not a step count")
+        max_steps = None
     for i, entry in enumerate(history):
+        where = f"{source.name}: log_history[{i}]"
         if not isinstance(entry, dict):
-            problems.append(f"{source.name}: log_history[{i}] is not an object")
+            problems.append(f"{where} is not an object")
             continue
-        step = int(entry.get("step", 0))
-        epoch = float(entry.get("epoch") or 0.0)
-        if isinstance(entry.get("loss"), (int, float)):
-            logs.append(TrainLog(step=step, epoch=epoch, loss=float(entry["loss"]),
-                                 lr=float(entry.get("learning_rate") or 0.0), total_steps=max_steps))
-        found = parse_eval_entry(entry)
+        try:
+            step = _whole(entry.get("step", 0), "step")
+            epoch = _finite(entry.get("epoch"), "epoch")
+            if isinstance(entry.get("loss"), (int, float)) and not isinstance(entry.get("loss"), bool):
+                logs.append(TrainLog(step=step, epoch=epoch, loss=_finite(entry["loss"], "loss"),
+                                     lr=_finite(entry.get("learning_rate"), "learning_rate"), total_steps=max_steps))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        found = []
+        for split, key, value in parse_eval_entry(entry):
+            if is_safe_name(split):
+                found.append((split, key, value))
+            else:
+                problems.append(f"{where}: eval split {split!r} {unsafe_reason(split)}; not read")
         if found:
             eval_epochs[step] = epoch
             triples.extend((checkpoint_name(step), split, key, value) for split, key, value in found)
-    metrics = trainer_metrics(triples)
+    metrics = []
+    for m in trainer_metrics(triples):
+        problem = metric_problem(m)
+        if problem:
+            problems.append(f"{source.name}: step {m.checkpoint[len('checkpoint-'):]}, split {m.split}: {problem}")
+        else:
+            metrics.append(m)
     checkpoints = []
     for step in sorted(set(folders) | set(eval_epochs)):
         folder = folders.get(step)
@@ -175,7 +239,8 @@ def read_trainer_folder(path: Path) -> TrainerRun:
         kind = KIND_ADAPTER if is_adapter(folder) else KIND_FULL
         checkpoints.append(CheckpointInfo(name=checkpoint_name(step), kind=kind, epoch=epoch, step=step,
                                           path=folder))
-    global_step = int(state.get("global_step") or 0)
+    global_step = state.get("global_step") or 0
+    global_step = global_step if isinstance(global_step, int) and not isinstance(global_step, bool) else 0
     finished = bool(max_steps) and global_step >= int(max_steps)
     adapters = any(c.kind == KIND_ADAPTER for c in checkpoints)
     info = RunInfo(
@@ -196,8 +261,8 @@ def trainer_metrics(triples: list[tuple[str, str, str, float]], now: float = 0.0
     out = []
     for name, split, key, value in triples:
         if key == "loss":
-            out.append(Metric(name, split, "ppl", math.exp(value) if value < 700 else math.inf, "trainer",
-                              None, now))
+            ppl = math.inf if value >= 700 else math.exp(value)  # nan stays nan: metric_problem names it
+            out.append(Metric(name, split, "ppl", ppl, "trainer", None, now))
         else:
             scale = 100.0 if (split, key) in percent else 1.0
             out.append(Metric(name, split, TRAINER_METRIC + key, value / scale, "trainer", None, now))

@@ -27,6 +27,7 @@ from overmem import __version__
 from overmem.errors import CorruptRun, OutputExists, RunNotFound
 from overmem.rundir import io
 from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, holders, try_claim
+from overmem.rundir.names import inside, is_safe_name, safe_name
 from overmem.rundir.samples import GEN, PPL, PplSample, from_rows, to_rows
 from overmem.rundir.records import (
     CheckpointInfo,
@@ -79,13 +80,20 @@ class RunDir:
         return self.path / STATE
 
     def checkpoint(self, name: str) -> Path:
-        return self.checkpoints / name
+        return self.within(self.checkpoints / safe_name(name, "checkpoint name"))
 
     def sidecar(self, checkpoint: str, split: str, part: str) -> Path:
-        return self.path / SAMPLES / checkpoint / f"{split}.{part}.jsonl"
+        folder = self.path / SAMPLES / safe_name(checkpoint, "checkpoint name")
+        return self.within(folder / f"{safe_name(split, 'split name')}.{safe_name(part, 'sample kind')}.jsonl")
 
     def claim_path(self, checkpoint: str) -> Path:
-        return self.path / CLAIMS / f"{checkpoint}.json"
+        return self.within(self.path / CLAIMS / f"{safe_name(checkpoint, 'checkpoint name')}.json")
+
+    def within(self, path: Path) -> Path:
+        """``path`` (unresolved, so a rename replaces a link rather than its target) once it is
+        checked to lie inside the run with every symlink resolved (UsageError otherwise)."""
+        inside(self.path, path)
+        return path
 
     def exists(self) -> bool:
         return self.run_json.is_file()
@@ -102,7 +110,7 @@ class RunDir:
             overmem_version=__version__,
         )
         self.path.mkdir(parents=True, exist_ok=True)
-        io.atomic_write_json(self.run_json, info.to_json())
+        io.atomic_write_json(self.within(self.run_json), info.to_json())
         return info
 
     def read_info(self) -> RunInfo:
@@ -115,7 +123,7 @@ class RunDir:
 
     def update_info(self, **changes) -> RunInfo:
         info = replace(self.read_info(), updated=time.time(), **changes)
-        io.atomic_write_json(self.run_json, info.to_json())
+        io.atomic_write_json(self.within(self.run_json), info.to_json())
         return info
 
     def set_status(self, status: str) -> RunInfo:
@@ -123,8 +131,9 @@ class RunDir:
 
     # -- metrics.jsonl ---------------------------------------------------------
     def append(self, records: Iterable[Metric | TrainLog]) -> None:
+        path = self.within(self.metrics)
         for record in records:
-            io.append_line(self.metrics, record.to_json())
+            io.append_line(path, record.to_json())
 
     # -- checkpoints -------------------------------------------------------------
     @contextmanager
@@ -172,7 +181,7 @@ class RunDir:
     # -- selection ---------------------------------------------------------------
     def write_selection(self, name: str, exported_to: str | None = None) -> None:
         io.atomic_write_json(
-            self.selection, {"checkpoint": name, "exported_to": exported_to, "time": time.time()}
+            self.within(self.selection), {"checkpoint": safe_name(name, "checkpoint name"), "exported_to": exported_to, "time": time.time()}
         )
 
     def read_selection(self) -> str | None:
@@ -181,7 +190,7 @@ class RunDir:
         except (OSError, ValueError):
             return None
         name = obj.get("checkpoint") if isinstance(obj, dict) else None
-        return name if isinstance(name, str) else None
+        return name if is_safe_name(name) else None
 
     # -- claims ------------------------------------------------------------------
     def try_claim(self, checkpoint: str, *, steal: bool = False, timeout: float = CLAIM_TIMEOUT) -> Claim | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
 from overmem.rundir.io import JsonlTail, read_json
-from overmem.rundir.layout import CHECKPOINT_JSON, RunDir
+from overmem.rundir.layout import CHECKPOINT_JSON, RUN_JSON, RunDir
 from overmem.rundir.records import (
     KIND_BASE,
     CheckpointInfo,
@@ -25,8 +25,10 @@ from overmem.rundir.records import (
     Run,
     RunInfo,
     TrainLog,
+    add_train_record,
     record_from_json,
 )
+from overmem.rundir.names import is_safe_name, unsafe_reason
 
 SOURCE_OVERMEM = "overmem"
 SOURCE_HF = "hf-trainer"
@@ -39,7 +41,7 @@ def detect_source(path: Path) -> str:
         raise RunNotFound(f"{path}: no such directory")
     if not path.is_dir():
         raise RunNotFound(f"{path} is not a directory")
-    if (path / "run.json").is_file():
+    if (path / RUN_JSON).is_file():
         return SOURCE_OVERMEM
     if hf_trainer.is_trainer_folder(path):
         return SOURCE_HF
@@ -91,6 +93,7 @@ class RunReader:
         self._metrics: list[Metric] = []
         self._logs: list[TrainLog] = []
         self._line_problems: list[str] = []
+        self._seen: dict[tuple, tuple[float, int]] = {}  # record key -> (value, line) of its latest record
         self._info: RunInfo | None = None
         self._info_problem: str | None = None
         self._checkpoints: dict[str, CheckpointInfo] = {}
@@ -129,7 +132,7 @@ class RunReader:
             except FileNotFoundError:
                 self._info = None
                 self._info_problem = "run.json is missing" if self.source == SOURCE_OVERMEM else None
-            except (OSError, ValueError, RecordError, TypeError) as exc:
+            except (OSError, ValueError, RecordError, TypeError, RecursionError) as exc:
                 self._info_problem = f"run.json: {exc}"
         # Listing the folder every poll is cheap and, unlike its mtime, exact on
         # network file systems with coarse timestamps.
@@ -141,16 +144,32 @@ class RunReader:
         torn_before = self._tail.torn
         lines = self._tail.read_new()
         if self._tail.restarted:
-            self._metrics, self._logs, self._line_problems = [], [], []
+            self._metrics, self._logs, self._line_problems, self._seen = [], [], [], {}
             changed = True
         for line in lines:
             try:
                 record = record_from_json(json.loads(line.text))
-            except (ValueError, RecordError) as exc:
+            except (ValueError, RecordError, RecursionError) as exc:
                 self._line_problems.append(f"metrics.jsonl:{line.lineno}: {exc}")
             else:
-                (self._metrics if isinstance(record, Metric) else self._logs).append(record)
+                if isinstance(record, Metric):
+                    self._add_metric(record, line.lineno)
+                else:
+                    add_train_record(self._logs, record)
         return changed or bool(lines) or torn_before != self._tail.torn
+
+    def _add_metric(self, record: Metric, lineno: int) -> None:
+        """Keep every record (the latest of a key counts); a key recorded again with another
+        value is a problem unless the new record says it replaces the old (eval --force)."""
+        key = record.key()
+        before = self._seen.get(key)
+        if before is not None and before[0] != record.value and not record.replaces:
+            self._line_problems.append(
+                f"metrics.jsonl:{lineno}: {record.checkpoint} {record.split} {record.metric}"
+                f"{f' ({record.aggregate})' if record.aggregate else ''} = {record.value:.6g} was already recorded "
+                f"as {before[0]:.6g} on line {before[1]}; the later record counts")
+        self._seen[key] = (record.value, lineno)
+        self._metrics.append(record)
 
     def _scan_checkpoints(self) -> bool:
         folder = self.rundir.checkpoints
@@ -170,17 +189,33 @@ class RunReader:
                 continue
             path = folder / name
             try:
-                info = CheckpointInfo.from_json(read_json(path / CHECKPOINT_JSON), path)
+                info = self._read_checkpoint(name, path)
             except FileNotFoundError:
                 self._ckpt_problems[name] = f"checkpoints/{name} has no {CHECKPOINT_JSON}"
                 continue
-            except (OSError, ValueError, RecordError, TypeError) as exc:
-                self._ckpt_problems[name] = f"checkpoints/{name}/{CHECKPOINT_JSON}: {exc}"
+            except (OSError, ValueError, RecordError, TypeError, RecursionError) as exc:
+                self._ckpt_problems[name] = f"checkpoints/{name}: {exc}"
                 continue
             self._ckpt_problems.pop(name, None)
             self._checkpoints[name] = info
             changed = True
         return changed
+
+    def _read_checkpoint(self, name: str, path: Path) -> CheckpointInfo:
+        """A checkpoint folder's record: a real folder of this run (a link to elsewhere, such
+        as another run's checkpoint, is refused) whose checkpoint.json names it."""
+        if not is_safe_name(name):
+            raise RecordError(f"{unsafe_reason(name)}: not a checkpoint name")
+        if path.is_symlink() and not path.resolve().is_relative_to(self.rundir.path):
+            raise RecordError(f"is a link to {path.resolve()}, outside this run; not read")
+        try:
+            obj = read_json(path / CHECKPOINT_JSON)
+        except ValueError as exc:
+            raise RecordError(f"{CHECKPOINT_JSON}: {exc}") from exc
+        info = CheckpointInfo.from_json(obj, path)
+        if info.name != name:
+            raise RecordError(f"{CHECKPOINT_JSON} names it {info.name!r}, not its folder's name; not read")
+        return info
 
     # -- a Trainer's own files ---------------------------------------------------
     def _poll_trainer(self) -> bool:
@@ -193,7 +228,7 @@ class RunReader:
         try:
             self._trainer = hf_trainer.read_trainer_folder(self.path)
             self._trainer_problem = None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, RecursionError) as exc:
             self._trainer_problem = f"trainer_state.json: {exc}"
         return True
 
@@ -249,7 +284,13 @@ def load_run(path: str | os.PathLike, *, strict: bool = False) -> Run:
     raises CorruptRun naming the file and line.
     """
     run = RunReader(path).snapshot()
-    if strict and run.problems:
-        more = f" (and {len(run.problems) - 1} more)" if len(run.problems) > 1 else ""
-        raise CorruptRun(f"{run.path}: {run.problems[0]}{more}")
+    if strict:
+        check_problems(run)
     return run
+
+
+def check_problems(run: Run, after: str = "") -> None:
+    """CorruptRun naming the run's first problem (and how many more), if it has any."""
+    if run.problems:
+        more = f" (and {len(run.problems) - 1} more)" if len(run.problems) > 1 else ""
+        raise CorruptRun(f"{run.path}: {run.problems[0]}{more}{after}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from overmem.errors import CorruptRun
+from overmem.rundir.names import safe_name
 
 SCHEMA_VERSION = 1
 
@@ -43,9 +44,20 @@ def _number(obj: dict, key: str, *, optional: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordError(f"{key} {value!r} is not a number")
-    if not math.isfinite(value) and key != "value":
+    if not math.isfinite(value):
         raise RecordError(f"{key} {value!r} is not finite")
     return float(value)
+
+
+def _count(obj: dict, key: str) -> int | None:
+    """A non-negative whole number, or None when absent."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or int(value) != value:
+        raise RecordError(f"{key} {value!r} is not a non-negative whole number")
+    return int(value)
 
 
 def _text(obj: dict, key: str) -> str:
@@ -53,6 +65,36 @@ def _text(obj: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise RecordError(f"{key} {value!r} is not a non-empty string")
     return value
+
+
+def _typed(obj: dict, key: str, kinds: tuple[type, ...], default: Any) -> Any:
+    """``obj[key]`` when it has one of ``kinds`` (absent or null: ``default``)."""
+    value = obj.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise RecordError(f"{key} {value!r} is not a {names}")
+    return value
+
+
+def _names(obj: dict, key: str, what: str) -> tuple[str, ...]:
+    values = _typed(obj, key, (list,), [])
+    return tuple(safe_name(v, what, RecordError) for v in values)
+
+
+def value_problem(metric: str, value: Any) -> str | None:
+    """Why ``value`` cannot be a ``metric``'s value, or None: every value is finite, a
+    perplexity is at least 1 (exp of a non-negative NLL) and an accuracy a fraction."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "is not a number"
+    if not math.isfinite(value):
+        return "is not finite"
+    if metric == "ppl" and value < 1.0 - 1e-9:
+        return "is below 1 (a perplexity is exp of a non-negative loss)"
+    if metric == "acc" and not 0.0 <= value <= 1.0:
+        return "is not an accuracy in [0, 1]"
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,19 +125,34 @@ class RunInfo:
         if not isinstance(obj, dict):
             raise RecordError("run.json is not an object")
         version = obj.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version > SCHEMA_VERSION:
             raise RecordError(
                 f"schema_version {version!r} is not one this overmem reads (<= {SCHEMA_VERSION})"
             )
         status = obj.get("status")
         if status not in STATUSES:
             raise RecordError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        if not isinstance(obj.get("base_model"), dict):
+        base = _typed(obj, "base_model", (dict,), None)
+        if base is None:
             raise RecordError("base_model is missing")
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in obj.items() if k in known}
-        kwargs["notes"] = tuple(obj.get("notes", ()))
-        return cls(**kwargs)
+        for key in ("id", "path", "gguf_file", "tokenizer"):
+            _typed(base, key, (str,), None)
+        _typed(base, "trust_remote_code", (bool,), False)
+        return cls(
+            status=status,
+            base_model=dict(base),
+            method=dict(_typed(obj, "method", (dict,), {})),
+            loss=_typed(obj, "loss", (str,), "sft"),
+            hyperparameters=dict(_typed(obj, "hyperparameters", (dict,), {})),
+            data=dict(_typed(obj, "data", (dict,), {})),
+            prompt_template=_typed(obj, "prompt_template", (str, dict), ""),
+            seed=_typed(obj, "seed", (int,), 0),
+            created=_number(obj, "created", optional=True) or 0.0,
+            updated=_number(obj, "updated", optional=True) or 0.0,
+            overmem_version=_typed(obj, "overmem_version", (str,), ""),
+            schema_version=version,
+            notes=tuple(str(n) for n in _typed(obj, "notes", (list,), [])),
+        )
 
     @property
     def base_model_ref(self) -> str:
@@ -147,17 +204,22 @@ class CheckpointInfo:
     def from_json(cls, obj: Any, path: Path | None) -> "CheckpointInfo":
         if not isinstance(obj, dict):
             raise RecordError("checkpoint.json is not an object")
+        extra = dict(_typed(obj, "extra", (dict,), {}))
+        location = _typed(extra, "location", (str,), None)
+        if location is not None and not Path(location).is_absolute():
+            raise RecordError(f"extra.location {location!r} is not an absolute path")
+        step = _count(obj, "step")
         return cls(
-            name=_text(obj, "name"),
+            name=safe_name(obj.get("name"), "checkpoint name", RecordError),
             kind=_text(obj, "kind"),
             epoch=_number(obj, "epoch", optional=True),
-            step=None if obj.get("step") is None else int(_number(obj, "step")),
-            created=float(obj.get("created") or 0.0),
-            parents=tuple(obj.get("parents") or ()),
-            weights=tuple(float(w) for w in obj.get("weights") or ()),
-            # a checkpoint written elsewhere (e.g. merge --out DIR) records its location
-            path=Path(obj["extra"]["location"]) if (obj.get("extra") or {}).get("location") else path,
-            extra=dict(obj.get("extra") or {}),
+            step=step,
+            created=_number(obj, "created", optional=True) or 0.0,
+            parents=_names(obj, "parents", "parent checkpoint name"),
+            weights=tuple(_number({"weight": w}, "weight") for w in _typed(obj, "weights", (list,), [])),
+            # a checkpoint written elsewhere (merge --out DIR) records its location: read, never written
+            path=Path(location) if location else path,
+            extra=extra,
         )
 
 
@@ -177,6 +239,7 @@ class Metric:
     n: int | None = None
     time: float = 0.0
     probe: str | None = None
+    replaces: bool = False  # a deliberate re-evaluation (eval --force): supersedes earlier records of its key
 
     def key(self) -> tuple:
         return (self.checkpoint, self.split, self.metric, self.aggregate, self.probe)
@@ -194,22 +257,30 @@ class Metric:
         }
         if self.probe:
             out["probe"] = self.probe
+        if self.replaces:
+            out["replaces"] = True
         return out
 
     @classmethod
     def from_json(cls, obj: dict) -> "Metric":
-        n = obj.get("n")
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise RecordError(f"n {n!r} is not a sample count")
+        checkpoint = safe_name(obj.get("checkpoint"), "checkpoint name", RecordError)
+        split = canonical_split(safe_name(obj.get("split"), "split name", RecordError))
+        metric = _text(obj, "metric")
+        value = obj.get("value")
+        problem = value_problem(metric, value)
+        if problem:
+            raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {value!r} {problem}")
+        probe = _typed(obj, "probe", (str,), None)
         return cls(
-            checkpoint=_text(obj, "checkpoint"),
-            split=canonical_split(_text(obj, "split")),
-            metric=_text(obj, "metric"),
-            value=_number(obj, "value"),
-            aggregate=str(obj.get("aggregate") or ""),
-            n=n,
-            time=float(obj.get("time") or 0.0),
-            probe=obj.get("probe") or None,
+            checkpoint=checkpoint,
+            split=split,
+            metric=metric,
+            value=float(value),
+            aggregate=_typed(obj, "aggregate", (str,), ""),
+            n=_count(obj, "n"),
+            time=_number(obj, "time", optional=True) or 0.0,
+            probe=safe_name(probe, "probe name", RecordError) if probe else None,
+            replaces=_typed(obj, "replaces", (bool,), False),
         )
 
 
@@ -230,19 +301,53 @@ class TrainLog:
 
     @classmethod
     def from_json(cls, obj: dict) -> "TrainLog":
-        total = obj.get("total_steps")
+        step = _count(obj, "step")
+        if step is None:
+            raise RecordError("step is missing")
         return cls(
-            step=int(_number(obj, "step")),
+            step=step,
             epoch=_number(obj, "epoch"),
             loss=_number(obj, "loss"),
             lr=_number(obj, "lr"),
-            total_steps=None if total is None else int(total),
+            total_steps=_count(obj, "total_steps"),
             tokens_per_s=_number(obj, "tokens_per_s", optional=True),
-            time=float(obj.get("time") or 0.0),
+            time=_number(obj, "time", optional=True) or 0.0,
         )
 
 
-def record_from_json(obj: Any) -> Metric | TrainLog:
+@dataclass(frozen=True)
+class Resumed:
+    """Training resumed from the state saved at ``step`` (its checkpoint ``checkpoint``):
+    what an earlier attempt logged after that step was abandoned with it."""
+
+    step: int
+    checkpoint: str
+    time: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"type": "resume", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Resumed":
+        step = _count(obj, "step")
+        if step is None:
+            raise RecordError("step is missing")
+        return cls(step, safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
+                   _number(obj, "time", optional=True) or 0.0)
+
+
+def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None:
+    """Fold a training record into the history: a resume drops what the abandoned attempt
+    logged after its resume point, and a step at or before the last one (a Trainer resumed
+    from a checkpoint) replaces the records from that step on: the latest attempt counts."""
+    limit = record.step if isinstance(record, Resumed) else record.step - 1
+    while logs and logs[-1].step > limit:
+        logs.pop()
+    if isinstance(record, TrainLog):
+        logs.append(record)
+
+
+def record_from_json(obj: Any) -> Metric | TrainLog | Resumed:
     """Parse one metrics.jsonl record (raises RecordError on a bad shape)."""
     if not isinstance(obj, dict):
         raise RecordError("record is not an object")
@@ -251,6 +356,8 @@ def record_from_json(obj: Any) -> Metric | TrainLog:
         return Metric.from_json(obj)
     if kind == "train":
         return TrainLog.from_json(obj)
+    if kind == "resume":
+        return Resumed.from_json(obj)
     raise RecordError(f"unknown record type {kind!r}")
 
 

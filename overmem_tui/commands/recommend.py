@@ -19,20 +19,24 @@ def recommend(
     """Classify checkpoints by phase and recommend one, with reasons."""
     from overmem.phases import Thresholds
     from overmem.rundir import load_run
+    from overmem.rundir.reader import check_problems
     from overmem.summary import require_metrics, summarize, summary_json
 
     thresholds = Thresholds(ppl_factor=ppl_factor, band=band, z=z)
-    summary = require_metrics(summarize(load_run(run, strict=True), split, thresholds))
+    summary = require_metrics(summarize(load_run(run), split, thresholds))
     if json_out:
         typer.echo(json.dumps(summary_json(summary), indent=2))
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    from overmem_tui.render import advice_text, phase_table
+        from overmem_tui.render import advice_text, phase_table
 
-    console = Console()
-    console.print(phase_table(summary))
-    console.print(advice_text(summary))
+        console = Console()
+        console.print(phase_table(summary))
+        console.print(advice_text(summary))
+    # records that could not be used are listed above and left out of every decision; the
+    # exit code says the run needs attention
+    check_problems(summary.run, "; the result above leaves them out")
 
 
 def register(app: typer.Typer) -> None:
