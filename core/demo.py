@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from overmem.errors import OutputExists, OvermemError
+from overmem.errors import OutputExists, OvermemError, UsageError
+from overmem.rundir import RunDir
+from overmem.rundir.outputs import check_new_run, mark_output, read_marker
 from overmem.evaluation.runner import EvalOptions, Evaluator
 from overmem.rundir import load_run
 from overmem.summary import Summary, summarize
@@ -71,11 +73,43 @@ class DemoProgress:
 
 
 def prepare(settings: DemoSettings) -> None:
+    """Make room for the demo's folder: ``--force`` replaces only a previous demo's output."""
     out = settings.out
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not settings.force:
             raise OutputExists(f"{out} exists (use --force to replace it, or --out)")
-        shutil.rmtree(out)
+        if not _previous_demo(out):
+            raise UsageError(f"--out: --force replaces only a previous demo's folder, and {out} is not one; remove "
+                             "it yourself or choose another --out")
+        if out.is_symlink():
+            out.unlink()
+        else:
+            shutil.rmtree(out)
+    check_new_run(out)
+    out.mkdir(parents=True)
+    mark_output(out, "demo")
+
+
+def _previous_demo(out: Path) -> bool:
+    """A folder the demo wrote: its marker, or (demos before the marker) the tiny preset's run on
+    synthetic-math, or a sweep folder holding only such runs."""
+    if out.is_symlink():
+        return True
+    if not out.is_dir():
+        return False
+    if (read_marker(out) or {}).get("kind") == "demo":
+        return True
+
+    def tiny_run(path: Path) -> bool:
+        try:
+            info = RunDir(path).read_info()
+        except OvermemError:
+            return False
+        fit = (info.data.get("fit") or {}).get("source") or {}
+        return info.base_model.get("id") == "tiny" and fit.get("ref") == "synthetic-math"
+
+    children = [c for c in out.iterdir() if not c.name.startswith(".")]
+    return tiny_run(out) or bool(children) and all(c.is_dir() and tiny_run(c) for c in children)
 
 
 def train_config(settings: DemoSettings, run_dir: Path, lr: float):
@@ -119,7 +153,15 @@ def train_and_follow(settings: DemoSettings, run_dir: Path, lr: float, progress:
     and in a second process too once training has finished."""
     import torch
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the training process has the other core; restored at the end
+    try:
+        _train_and_follow(settings, run_dir, lr, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_follow(settings: DemoSettings, run_dir: Path, lr: float, progress: DemoProgress) -> None:
     cfg = train_config(settings, run_dir, lr)
     proc = _start_training(cfg)
     helpers: list[subprocess.Popen] = []

@@ -31,6 +31,10 @@ class CorruptRun(OvermemError):
     exit_code = 3
 
 
+class CorruptFile(CorruptRun):
+    """A file that is not what its format says (a safetensors header that lies about its data)."""
+
+
 class EmptyRun(OvermemError):
     """A run directory with nothing to decide on yet."""
 

@@ -3,9 +3,37 @@ type, default, range and help; the CLI, validation and the records all read it."
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from overmem.errors import UsageError
+
+
+def option_problem(option: str, value, kind: type, *, low: float | None = None, low_open: bool = False,
+                   high: float | None = None, high_open: bool = False, choices: tuple = ()) -> str | None:
+    """Why ``value`` cannot be given to ``option`` (a ``kind``: bool, int, float or str, in the
+    range and among the choices given), or None. Every number must be finite."""
+    if kind is bool:
+        return None if isinstance(value, bool) else f"{option} must be true or false, got {value!r}"
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{option} must be a whole number, got {value!r}"
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        return f"{option} must be a finite number, got {value!r}"
+    if kind is str and not isinstance(value, str):
+        return f"{option} must be text, got {value!r}"
+    if choices and value not in choices:
+        return f"{option} must be one of {', '.join(map(str, choices))}, got {value!r}"
+    if low is not None and (value <= low if low_open else value < low):
+        return f"{option} must be {'above' if low_open else 'at least'} {low:g}, got {value!r}"
+    if high is not None and (value >= high if high_open else value > high):
+        return f"{option} must be {'below' if high_open else 'at most'} {high:g}, got {value!r}"
+    return None
+
+
+def require(option: str, value, kind: type, **bounds) -> None:
+    """UsageError when ``value`` is not a valid ``option`` (see option_problem); None passes."""
+    if value is not None and (problem := option_problem(option, value, kind, **bounds)):
+        raise UsageError(problem)
 
 
 @dataclass(frozen=True)

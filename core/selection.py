@@ -6,9 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
-from overmem.errors import OutputExists, UnknownCheckpoint, UsageError
+from overmem.errors import UnknownCheckpoint, UsageError
 from overmem.rundir import RunDir, load_run
-from overmem.rundir.io import temp_sibling
+from overmem.rundir.io import swap_in, temp_sibling
+from overmem.rundir.names import safe_name
+from overmem.rundir.outputs import check_output, mark_output
 from overmem.rundir.reader import SOURCE_OVERMEM
 
 
@@ -26,7 +28,7 @@ def select_checkpoint(
     never holds half a checkpoint. Returns the export path, if any.
     """
     run = load_run(run_path)
-    ckpt = run.checkpoint(name)
+    ckpt = run.checkpoint(safe_name(name, "checkpoint name"))
     if ckpt is None:
         have = ", ".join(c.name for c in run.checkpoints) or "none"
         raise UnknownCheckpoint(f"no checkpoint {name!r} in {run.path} (checkpoints: {have})")
@@ -34,19 +36,19 @@ def select_checkpoint(
     if export is not None:
         if ckpt.path is None or not ckpt.path.is_dir():
             raise UsageError(f"checkpoint {name} has no folder to export")
-        target = Path(export).expanduser().resolve()
-        if target.exists() or target.is_symlink():
-            if not force:
-                raise OutputExists(f"{target} exists (use --force to replace it)")
+        target = check_output(export, force=force, option="--export")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(target, "export")
         if link:
             os.symlink(ckpt.path, tmp)
         else:
-            shutil.copytree(ckpt.path, tmp, symlinks=False)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            try:
+                shutil.copytree(ckpt.path, tmp, symlinks=False)
+                mark_output(tmp, "export", f"{run.path}:{name}")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        swap_in(tmp, target)
     if run.source == SOURCE_OVERMEM:
         RunDir(run.path).write_selection(name, str(target) if target else None)
     return target

@@ -24,7 +24,8 @@ ZOpt = Annotated[
     float, typer.Option("--z", help="Accuracy is clearly below the best beyond this many standard errors.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs (only ones overmem wrote).")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model folder's own code (transformers' auto_map); a run's record never allows it.")]
 
 
 def csv_list(value: str | None) -> list[str]:
@@ -35,11 +36,12 @@ def csv_list(value: str | None) -> list[str]:
 def name_paths(items: list[str] | None, option: str) -> dict[str, str]:
     """Parse repeated NAME=PATH options into a dict (one clear error for a malformed one)."""
     from overmem.errors import UsageError
+    from overmem.rundir.names import safe_name
 
     out = {}
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UsageError(f"{option} expects NAME=PATH, got {item!r}")
-        out[name] = path
+        out[safe_name(name, f"{option} name")] = path
     return out

@@ -82,6 +82,8 @@ class EvalDisplay:
             self.progress.update(self.tasks[key], completed=event.done)
         elif event.kind in ("note", "skip"):
             self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {event.text}")
+        elif event.kind == "failed":
+            self.progress.console.print(f"[red]{event.checkpoint} failed:[/] {event.text}")
 
 
 class MergeDisplay:

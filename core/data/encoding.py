@@ -79,6 +79,28 @@ def encode(tokenizer, query, response: str, template=PROMPT_TEMPLATE, max_len: i
     return Encoded(tuple(ids), min(n_prompt, len(ids)), truncated)
 
 
+def training_examples(tokenizer, rows: list[dict], template, max_len: int) -> tuple[list[Encoded], list[str]]:
+    """The rows as training examples, and notes on what ``max_len`` did to them: a row whose
+    response is cut away entirely would train on nothing and is dropped (DataError when none
+    is left); one cut short trains on its first response tokens."""
+    from overmem.errors import DataError
+
+    encoded = [encode(tokenizer, r["query"], r["response"], template, max_len) for r in rows]
+    kept = [e for e in encoded if e.n_response > 0]
+    dropped, cut = len(encoded) - len(kept), sum(e.truncated for e in kept)
+    if not kept:
+        raise DataError(f"none of the {len(encoded)} training rows has a response token left within --max-len "
+                        f"{max_len}: every prompt fills it; raise --max-len")
+    notes = []
+    if dropped:
+        notes.append(f"{dropped} of {len(encoded)} training rows dropped: the prompt alone fills --max-len {max_len}, "
+                     "so their response would train nothing")
+    if cut:
+        notes.append(f"{cut} of {len(encoded)} training rows cut at --max-len {max_len}: they train on the first "
+                     "tokens of their response only")
+    return kept, notes
+
+
 def pad_width(longest: int, multiple: int) -> int:
     return -(-longest // multiple) * multiple if multiple > 1 else longest
 

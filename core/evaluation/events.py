@@ -1,4 +1,4 @@
-"""What an evaluator tells its front ends: start, progress, done, skip, note."""
+"""What an evaluator tells its front ends: start, progress, done, skip, note, failed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EvalEvent:
-    kind: str  # start | progress | done | skip | note
+    kind: str  # start | progress | done | skip | note | failed (this checkpoint only; the others go on)
     checkpoint: str = ""
     split: str = ""
     part: str = ""  # ppl | gen

@@ -61,7 +61,9 @@ class HFModels:
 
             quiet_transformers()
             try:
-                model = AutoModelForCausalLM.from_pretrained(str(ckpt.path), dtype=self.dtype).to(self.device)
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(ckpt.path), dtype=self.dtype,
+                    trust_remote_code=bool(self.base_ref.get("trust_remote_code"))).to(self.device)
             except (OSError, ValueError) as exc:
                 raise ModelError(f"cannot load {ckpt.path}: {exc}".split("\n")[0]) from exc
             model.eval()

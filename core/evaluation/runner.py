@@ -8,7 +8,7 @@ released on failure) and able to follow a training run until it ends.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -16,47 +16,24 @@ from overmem.data.answers import GOLD_FORMATS, answers_match, extract_answer
 from overmem.data.encoding import encode, encode_prompt
 from overmem.data.loaders import SplitSpec, select
 from overmem.data.template import PromptFormat
-from overmem.errors import ClaimLost, UnknownCheckpoint, UnknownSplit, UsageError
+from overmem.errors import ClaimLost, CorruptRun, ModelError, UnknownCheckpoint, UnknownSplit
 from overmem.evaluation import perplexity
-from overmem.evaluation.generators import BACKENDS, HFGenerator, choose_generator, text_of
+from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
 from overmem.evaluation.definitions import Definitions, define, ordered
 from overmem.evaluation.events import EvalEvent
+from overmem.evaluation.options import METRICS, EvalOptions  # noqa: F401 (METRICS re-exported)
+from overmem.models.loading import allow_remote_code
 from overmem.rundir import Metric, RunInfo, RunReader, canonical_split
-from overmem.rundir.claims import CLAIM_TIMEOUT
 from overmem.rundir.io import write_jsonl_atomic
 from overmem.rundir.layout import SPLITS_SIDECAR
 from overmem.rundir.samples import ROWS, GenSample, PplSample
-from overmem.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
-
-METRICS = ("ppl", "acc")
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    splits: tuple[str, ...] | None = None  # None: every split the run defines
-    checkpoints: tuple[str, ...] | None = None  # None: all
-    backend: str = "auto"
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    limit: int | None = None
-    force: bool = False
-    metrics: tuple[str, ...] = METRICS
-    split_files: dict = field(default_factory=dict)  # name -> SplitSpec json: defined once, remembered
-    template: str | dict | None = None  # a PromptFormat's JSON form: recorded in the run
-    max_len: int | None = None  # recorded in the run
-    base: dict | None = None  # the base model record (Trainer folders whose files do not name it)
-    device: str | None = None  # the hf backend's device (default: cuda when there is one)
-    gpu_memory_utilization: float | None = None  # vLLM's share of the GPU (default 0.45 beside training)
-    tensor_parallel_size: int | None = None  # vLLM: GPUs one model spans
-    steal_claims: bool = False  # evaluate checkpoints other evaluators claim (a human who knows better)
-    claim_timeout: float = CLAIM_TIMEOUT  # a claim without a heartbeat this long is taken over
-
+from overmem.merging.safetensors_io import check_weights
+from overmem.rundir.records import KIND_BASE, STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 class Evaluator:
     def __init__(self, run_path: str | Path, options: EvalOptions = EvalOptions(), *,
                  on_event: Callable[[EvalEvent], None] | None = None, models=None) -> None:
-        if options.backend not in BACKENDS:
-            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")  # before any work
+        options.validate()  # before any work
         self.reader = RunReader(run_path)
         self.rundir = self.reader.rundir  # the run, or a Trainer folder's overlay
         self.options = options
@@ -64,6 +41,7 @@ class Evaluator:
         template = PromptFormat.from_json(options.template) if options.template else None
         info = define(self.reader, Definitions(dict(options.split_files), template, options.max_len, options.base))
         self.info = info
+        self.base = allow_remote_code(info.base_model, options.trust_remote_code)
         self.specs = self._split_specs(info)
         self.template = PromptFormat.from_json(info.prompt_template)
         self.max_len = int(info.hyperparameters.get("max_len") or 2048)
@@ -75,6 +53,7 @@ class Evaluator:
         self._rows: dict[str, list[dict]] = {}
         self._claim = None
         self._forced: set[str] = set()
+        self.failed: dict[str, str] = {}  # checkpoint -> why it could not be evaluated (not retried)
 
     # -- setup -------------------------------------------------------------------
     def _split_specs(self, info: RunInfo) -> dict[str, SplitSpec]:
@@ -104,13 +83,13 @@ class Evaluator:
         if self._models is None:
             from overmem.evaluation.models import HFModels
 
-            self._models = HFModels(self.info.base_model, device=self.options.device)
+            self._models = HFModels(self.base, device=self.options.device)
         return self._models
 
     def generator(self):
         if self._generator is None:
             self._generator = choose_generator(
-                self.options.backend, self.info.base_model, self.models, checkpoints=self.reader.snapshot().checkpoints,
+                self.options.backend, self.base, self.models, checkpoints=self.reader.snapshot().checkpoints,
                 max_len=self.max_len, max_new_tokens=self.options.max_new_tokens, batch_size=self.options.batch_size,
                 stops=self.template.stops, **self._vllm_options())
         return self._generator
@@ -144,7 +123,7 @@ class Evaluator:
             chosen = [c for c in run.checkpoints if c.name in self.options.checkpoints]
         out = []
         for ckpt in chosen:
-            if ckpt.path is None and ckpt.kind != "base":
+            if (ckpt.path is None and ckpt.kind != "base") or ckpt.name in self.failed:
                 continue
             redo = self.options.force and ckpt.name not in self._forced  # --force: once per checkpoint
             need = [(s, m) for s in self.specs for m in self.options.metrics
@@ -174,6 +153,10 @@ class Evaluator:
                 except ClaimLost as exc:
                     self.on_event(EvalEvent("note", ckpt.name, text=str(exc)))
                     continue
+                except (ModelError, CorruptRun) as exc:  # this checkpoint only: the others go on
+                    self.failed[ckpt.name] = str(exc)
+                    self.on_event(EvalEvent("failed", ckpt.name, text=str(exc)))
+                    continue
                 finally:
                     self._claim = None
                     self._forced.add(ckpt.name)
@@ -190,6 +173,8 @@ class Evaluator:
         if self._claim is not None and not self._claim.held():
             raise ClaimLost(f"the claim on {records[0].checkpoint} was taken over (its heartbeat stalled); "
                             "dropping this evaluator's results for it")
+        if self.options.force:  # a deliberate re-evaluation supersedes the earlier records
+            records = [replace(r, replaces=True) for r in records]
         self.rundir.append(records)
 
     def follow(self, interval: float = 1.0, should_stop: Callable[[], bool] = lambda: False) -> int:
@@ -206,8 +191,18 @@ class Evaluator:
             time.sleep(interval)
         return total
 
+    def check_failures(self) -> None:
+        """CorruptRun listing the checkpoints that could not be evaluated, if any (call at the end)."""
+        if self.failed:
+            names = ", ".join(self.failed)
+            first = next(iter(self.failed.values()))
+            raise CorruptRun(f"{len(self.failed)} checkpoint(s) could not be evaluated: {names} (first: {first}); "
+                             "the others were")
+
     def evaluate_checkpoint(self, ckpt: CheckpointInfo, need: Iterable[tuple[str, str]]) -> list[Metric]:
         need = list(need)
+        if ckpt.kind != KIND_BASE and ckpt.path is not None:
+            check_weights(ckpt.path)  # a tampered header is one line naming the file, before any library maps it
         records: list[Metric] = []
         gen = self.generator() if any(m == "acc" for _, m in need) else None
         if gen is not None and (reason := gen.serves(ckpt)):

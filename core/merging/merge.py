@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
+from overmem.merging.bases import base_ref_of, local_base, same_base
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.methods import get_method
 from overmem.merging.safetensors_io import TensorReader
@@ -22,6 +23,9 @@ from overmem.merging.writers import check_dtypes, write_adapter, write_full
 from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
 from overmem.rundir.checkpoint import adapter_base, folder_format
 from overmem.rundir.io import staged_dir
+from overmem.rundir.names import safe_name
+from overmem.rundir.layout import CHECKPOINT_JSON
+from overmem.rundir.outputs import check_output, lexical, mark_output
 from overmem.rundir.reader import run_dir_for
 from overmem.rundir.records import Run
 
@@ -79,64 +83,11 @@ def _resolve(run: Run | None, ref: str) -> MergeInput:
     raise MergeError(f"{ref}: no such checkpoint in {run.path} ({have}) and no such folder")
 
 
-def local_base(ref: str) -> Path:
-    """A local folder with the base model's safetensors: the folder itself, or the hub cache."""
-    if ref and Path(ref).expanduser().is_dir():
-        return Path(ref).expanduser().resolve()
-    if not ref or ref == "unknown":
-        raise MergeError("the base model is not known: give --base (a folder or a hub id)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(ref, allow_patterns=["*.safetensors", "*.json", "*.model", "*.txt"]))
-    except Exception as exc:  # offline, gated, missing: all mean "cannot get the base"
-        raise MergeError(f"cannot get the base model {ref}: {exc}".split("\n")[0]) from exc
-
-
-def _base_ref(run: Run | None, inputs: list[MergeInput], given: str | None) -> str:
-    """The base every input was trained from: --base, the run's, or what the adapters name."""
-    if given:
-        return given
-    if run is not None and run.info is not None:
-        base = run.info.base_model
-        if base.get("gguf_file"):
-            raise MergeError("the base is a GGUF file: merging streams safetensors, so convert the base first")
-        ref = base.get("path") or base.get("id")
-        if ref and ref != "unknown":
-            return ref
-    named = {adapter_base(i.path) for i in inputs if i.fmt == "adapter"} - {None}
-    if len(named) > 1:
-        raise MergeError(f"the adapters name different bases: {', '.join(sorted(named))}")
-    if named:
-        return named.pop()
-    raise MergeError("full checkpoints name no base: give --base (the model they were finetuned from)")
-
-
-def _same_ref(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-def _same_base(inp: MergeInput, base: Path, base_ref: str, run: Run | None) -> None:
-    if inp.fmt == "adapter":
-        ref = adapter_base(inp.path)
-        known = [base_ref, str(base)] + ([run.info.base_model.get("id") or "", run.info.base_model.get("path") or ""]
-                                         if run is not None and run.info is not None else [])
-        if ref and not any(_same_ref(ref, k) for k in known if k):
-            raise MergeError(f"{inp.label} was trained on {ref}, not on the base {base_ref}")
-    elif inp.fmt == "full":
-        mine, theirs = json.loads((inp.path / "config.json").read_text()), json.loads((base / "config.json").read_text())
-        for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"):
-            if mine.get(key) != theirs.get(key):
-                raise MergeError(f"{inp.label} has {key}={mine.get(key)}, the base {theirs.get(key)}: different bases")
-
-
 def merge_name(labels: list[str], weights: list[float]) -> str:
+    """The merge's checkpoint name from its inputs' names (UsageError when that is no safe name)."""
     equal = all(math.isclose(w, weights[0]) for w in weights)
     parts = labels if equal else [f"{label}@{w:g}" for label, w in zip(labels, weights)]
-    return "merge-" + "+".join(parts)
+    return safe_name("merge-" + "+".join(parts), "merge name")
 
 
 def _open_run(run_path, refs: list[str]) -> Run | None:
@@ -167,11 +118,11 @@ def plan_merge(run_path: str | Path | None, refs: list[str], *, weights: list[fl
     inputs = [_resolve(run, r) for r in refs]
     if len({i.label for i in inputs}) < len(inputs):
         raise UsageError("the same checkpoint is given twice")
-    base_ref = _base_ref(run, inputs, base)
+    base_ref = base_ref_of(run, inputs, base)
     folder = local_base(base_ref)
     for inp in inputs:
         if inp.fmt != "base":
-            _same_base(inp, folder, base_ref, run)
+            same_base(inp, folder, base_ref, run, given=base is not None)
     all_adapters = all(i.fmt in ("adapter", "base") for i in inputs)
     form = form or ("adapter" if all_adapters and m.exact_adapter else "full")
     if form not in FORMS:
@@ -187,15 +138,31 @@ def plan_merge(run_path: str | Path | None, refs: list[str], *, weights: list[fl
     rundir = run_dir_for(run.path) if run is not None else None
     if out is None and rundir is None:
         raise UsageError("folders merged outside a run need --out DIR")
-    target = Path(out).expanduser().resolve() if out else rundir.checkpoint(name)
-    if target.exists() and not force:
-        raise OutputExists(f"{target} exists (use --force to replace it)")
-    if register and out is not None and rundir.checkpoint(name).exists() and not force:
-        raise OutputExists(f"checkpoint {name} already exists in {run.path} (use --force)")
+    record = rundir.checkpoint(name) if rundir is not None else None
+    if out is None or (record is not None and lexical(out) == record):
+        target = record
+    else:
+        target = check_output(out, force=force)
+    if record is not None and record.exists():
+        _replaceable_record(record, name, run.path, force)
     adapter_ref = next((adapter_base(i.path) for i in inputs if i.fmt == "adapter"), None) or \
         (run.info.base_model.get("id") if run is not None and run.info is not None else None) or base_ref
     return MergePlan(run, tuple(inputs), tuple(weights), method, form, name, target, register, force, folder,
                      adapter_ref, max_shard_bytes, params)
+
+
+def _replaceable_record(folder: Path, name: str, run_path: Path, force: bool) -> None:
+    """An existing checkpoint of the merge's name is replaced only with --force, and only when
+    it is a merge (never a trained checkpoint a crafted record named like a merge)."""
+    if not force:
+        raise OutputExists(f"checkpoint {name} already exists in {run_path} (use --force to replace it)")
+    try:
+        kind = json.loads((folder / CHECKPOINT_JSON).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != KIND_MERGE:
+        raise UsageError(f"checkpoints/{name} in {run_path} is not a merge overmem registered; --force replaces "
+                         "only merges")
 
 
 def _deltas(plan: MergePlan, base: TensorReader) -> list[Delta]:
@@ -234,6 +201,7 @@ def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None 
     else:
         with staged_dir(plan.out, force=plan.force) as folder:
             write(plan, base, deltas, folder, progress)
+            mark_output(folder, "merge", " + ".join(info.parents))
         if plan.register:
             with rundir.stage_checkpoint(info, force=plan.force):
                 pass  # a record pointing at the output (checkpoint.json with extra.location)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overmem.errors import ModelError
+from overmem.errors import ModelError, UsageError
 
 PRESETS = {"tiny": "the shipped ~0.7M-parameter Llama pretrained on synthetic-math's distribution"}
 
@@ -33,6 +33,21 @@ def resolve_base(model: str, trust_remote_code: bool = False) -> dict:
     if model.startswith((".", "/", "~")):
         raise ModelError(f"{model}: no such model folder or file")
     return {"id": model, "path": None, "gguf_file": None, "trust_remote_code": trust_remote_code}
+
+
+def allow_remote_code(base: dict, allowed: bool) -> dict:
+    """The base record to load with, given whether this invocation says --trust-remote-code.
+
+    A run directory is someone else's file: that it recorded ``trust_remote_code`` never
+    makes overmem import code from a model folder. Such a run needs the flag on every command
+    that loads its model (UsageError naming it otherwise); with the flag, code runs because
+    this command said so.
+    """
+    if base.get("trust_remote_code") and not allowed:
+        raise UsageError(f"the run's base model {base.get('id') or base.get('path')} runs its own code (its run "
+                         "records trust_remote_code); overmem imports code from a model folder only when the command "
+                         "says so: add --trust-remote-code if you trust that folder")
+    return {**base, "trust_remote_code": bool(allowed)}
 
 
 def quiet_transformers() -> None:
@@ -86,6 +101,22 @@ def load_model(base: dict, dtype=None, device: str | None = None):
     if device:
         model.to(device)
     return model
+
+
+def check_device(device: str | None, count: int = 1, label: str | None = None) -> None:
+    """UsageError, before any model loads, for a device this machine does not have: cpu, or
+    cuda[:N] with N below the number of GPUs this process sees (``count`` of them from N on)."""
+    if device is None or device == "cpu":
+        return
+    index = device[5:] if device.startswith("cuda:") else ("0" if device == "cuda" else None)
+    if index is None or not index.isdigit():
+        raise UsageError(f"--device takes cpu or cuda:N, got {device!r}")
+    import torch
+
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(index) + count > seen:
+        raise UsageError(f"--device {label or device}: this process sees {seen} CUDA GPU(s)" +
+                         ("" if seen else " (no CUDA here: use --device cpu or leave it out)"))
 
 
 def default_device() -> str:

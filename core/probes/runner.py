@@ -20,6 +20,7 @@ from overmem.data.template import PromptFormat
 from overmem.errors import UsageError
 from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
 from overmem.evaluation.models import HFModels
+from overmem.models.loading import allow_remote_code
 from overmem.probes.base import ProbeContext
 from overmem.probes.metrics import bootstrap_interval
 from overmem.probes.mia import token_scores  # noqa: F401 (re-exported for callers of the earlier API)
@@ -47,6 +48,7 @@ class ProbeOptions:
     batch_size: int = 16
     seed: int = 0
     bootstrap: int = 200  # resamples for the 95% intervals
+    trust_remote_code: bool = False  # this invocation allows a model folder's own code (never the run's record)
 
 
 def resolve_checkpoints(run, names: list[str]) -> list[str]:
@@ -85,7 +87,8 @@ class ProbeRunner:
         if self.run.info is None or not self.run.info.data.get("splits"):
             raise UsageError(f"{self.run.path} has no split definitions to probe on (overmem eval defines them)")
         self.info = self.run.info
-        self.models = HFModels(self.info.base_model)
+        self.base = allow_remote_code(self.info.base_model, options.trust_remote_code)
+        self.models = HFModels(self.base)
         self.tok = self.models.tokenizer
         self.template = PromptFormat.from_json(self.info.prompt_template)
         answer = self.info.data.get("answer") or {}
@@ -104,7 +107,7 @@ class ProbeRunner:
     def generator(self):
         if self._generator is None:
             self._generator = choose_generator(
-                self.options.backend, self.info.base_model, self.models, checkpoints=self.run.checkpoints,
+                self.options.backend, self.base, self.models, checkpoints=self.run.checkpoints,
                 max_len=int(self.info.hyperparameters.get("max_len") or 1024), max_new_tokens=self.options.max_new_tokens,
                 batch_size=self.options.batch_size, stops=self.template.stops, seed=self.options.seed)
         return self._generator
@@ -182,11 +185,15 @@ class ProbeRunner:
                 now = time.time()
                 batch = []
                 for metric, value in point.items():
-                    batch.append(Metric(ckpt.name, split, metric, float(value), "", m.n, now, probe=probe.name))
+                    # a probe run is always a deliberate new measurement: it replaces earlier ones
+                    batch.append(Metric(ckpt.name, split, metric, float(value), "", m.n, now, probe=probe.name,
+                                        replaces=True))
                     if metric in ci:
                         low, high = ci[metric]
-                        batch += [Metric(ckpt.name, split, metric, low, CI_LOW, m.n, now, probe=probe.name),
-                                  Metric(ckpt.name, split, metric, high, CI_HIGH, m.n, now, probe=probe.name)]
+                        batch += [Metric(ckpt.name, split, metric, low, CI_LOW, m.n, now, probe=probe.name,
+                                         replaces=True),
+                                  Metric(ckpt.name, split, metric, high, CI_HIGH, m.n, now, probe=probe.name,
+                                         replaces=True)]
                 self.rundir.append(batch)
                 self.rundir.write_sidecar(ckpt.name, split, f"probe-{probe.name}", m.side)
                 records += batch

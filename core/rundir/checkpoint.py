@@ -52,9 +52,10 @@ def adapter_config(path: Path) -> dict:
 def adapter_base(path: Path) -> str | None:
     """The base model an adapter names (a hub id or a path), or None."""
     try:
-        return adapter_config(path).get("base_model_name_or_path") or None
+        ref = adapter_config(path).get("base_model_name_or_path")
     except ModelError:
         return None
+    return ref if isinstance(ref, str) and ref else None
 
 
 def adapter_ranks(checkpoints) -> list[int]:

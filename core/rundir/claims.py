@@ -49,7 +49,8 @@ def _read(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _process_gone(pid) -> bool:
+def process_gone(pid) -> bool:
+    """True when no process ``pid`` runs on this host."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -69,10 +70,16 @@ def is_stale(path: Path, timeout: float = CLAIM_TIMEOUT, now: float | None = Non
     obj = _read(path)
     if obj is None:  # garbage (claims are written whole): stale once it is old
         return now - mtime > timeout
-    beat = max(float(obj.get("heartbeat") or 0.0), mtime)
+    try:
+        beat = float(obj.get("heartbeat") or 0.0)
+    except (TypeError, ValueError, OverflowError):
+        beat = 0.0
+    # the holder writes the heartbeat with the file, so one far beyond the file's time (or not
+    # a number) was not written by a holder: the file's time counts
+    beat = max(beat, mtime) if beat <= mtime + 300 else mtime
     if now - beat > timeout:
         return True
-    return obj.get("host") == socket.gethostname() and _process_gone(obj.get("pid"))
+    return obj.get("host") == socket.gethostname() and process_gone(obj.get("pid"))
 
 
 class Claim:
@@ -135,6 +142,17 @@ def try_claim(path: Path, *, steal: bool = False, timeout: float = CLAIM_TIMEOUT
         token = uuid.uuid4().hex
         io.atomic_write_json(path, _record(token))
         return Claim(path, token)
+
+
+def describe_holder(path: Path) -> str:
+    """Who holds the claim at ``path``, in words (for the message that refuses a second holder)."""
+    obj = _read(path) or {}
+    try:
+        beat = max(float(obj.get("heartbeat") or 0.0), path.stat().st_mtime)
+    except (OSError, TypeError, ValueError):
+        beat = 0.0
+    ago = f", heartbeat {time.time() - beat:.0f} s ago" if beat else ""
+    return f"pid {obj.get('pid', '?')} on {obj.get('host', '?')}{ago}"
 
 
 def holders(folder: Path) -> list[str]:

@@ -45,6 +45,10 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step}"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    return _CKPT.match(name) is not None
+
+
 def checkpoint_folders(path: Path) -> dict[int, Path]:
     out = {}
     if not path.is_dir():

@@ -174,7 +174,7 @@ def staged_dir(final: Path, force: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if final.exists() and not force:
+        if (final.exists() or final.is_symlink()) and not force:
             raise FileExistsError(str(final))
         swap_in(tmp, final)
     except BaseException:
@@ -183,11 +183,15 @@ def staged_dir(final: Path, force: bool = False) -> Iterator[Path]:
 
 
 def swap_in(ready: Path, final: Path) -> None:
-    """Make the complete folder ``ready`` become ``final``, replacing what was there."""
-    if final.exists():
+    """Make the complete folder ``ready`` become ``final``, replacing what was there (a link
+    is replaced as a link: what it points to is never touched)."""
+    if final.exists() or final.is_symlink():
         old = temp_sibling(final, "old")
         os.replace(final, old)
         os.replace(ready, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink() or not old.is_dir():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(ready, final)

@@ -9,6 +9,7 @@
       checkpoints/<name>/           a checkpoint folder + checkpoint.json (appears by rename)
       samples/<name>/<split>.<part>.jsonl   per-sample sidecars (ppl, gen, probe-*)
       claims/<name>.json            an evaluator's claim on a checkpoint
+      training.json                 the training process's lease on the run (one trainer at a time)
       init_adapter/                 PiSSA/MiLoRA initial adapter (B0, A0)
       state/                        resume state of the trainer
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -26,7 +29,7 @@ from typing import Iterable, Iterator
 from overmem import __version__
 from overmem.errors import CorruptRun, OutputExists, RunNotFound
 from overmem.rundir import io
-from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, holders, try_claim
+from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, describe_holder, holders, process_gone, try_claim
 from overmem.rundir.names import inside, is_safe_name, safe_name
 from overmem.rundir.samples import GEN, PPL, PplSample, from_rows, to_rows
 from overmem.rundir.records import (
@@ -46,6 +49,8 @@ CLAIMS = "claims"
 INIT_ADAPTER = "init_adapter"
 SPLITS_SIDECAR = "_splits"  # samples/_splits/<split>.rows.jsonl: the rows a split was evaluated on
 STATE = "state"
+TRAINING_LEASE = "training.json"
+_TEMPORARY = re.compile(r"^\..+\.(?:staging|old|tmp|export)-(\d+)$")  # io.temp_sibling's names
 
 
 class RunDir:
@@ -199,3 +204,36 @@ class RunDir:
 
     def claimed(self) -> list[str]:
         return holders(self.path / CLAIMS)
+
+    def try_lease(self, *, timeout: float = CLAIM_TIMEOUT) -> Claim | None:
+        """The training lease (one trainer per run); None while a live trainer holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return try_claim(self.within(self.path / TRAINING_LEASE), timeout=timeout)
+
+    def remove_stale_temporaries(self) -> list[str]:
+        """Remove what writers that died left half-made: hidden staging, old and temporary
+        folders and files of processes gone from this host, and the trainer's state staging
+        (call it holding the training lease: then no trainer writes one). Returns their names."""
+        removed = []
+        for folder in (self.path, self.checkpoints):
+            try:
+                entries = list(folder.iterdir())
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                found = _TEMPORARY.match(entry.name)
+                if found is None:
+                    continue
+                trainer_state = entry.name.startswith(f".{STATE}.staging-")
+                if not trainer_state and not process_gone(int(found.group(1))):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(self.within(entry), ignore_errors=True)
+                else:
+                    self.within(entry).unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
+
+    def lease_holder(self) -> str:
+        """Who holds the training lease, in words."""
+        return describe_holder(self.path / TRAINING_LEASE)

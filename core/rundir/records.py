@@ -7,7 +7,7 @@ reports share; nothing else reads or writes the files by string keys.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 

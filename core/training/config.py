@@ -10,16 +10,19 @@ from dataclasses import asdict, dataclass, field, fields
 
 from overmem.data.template import PROMPT_TEMPLATE
 from overmem.errors import UsageError
+from overmem.params import require
 from overmem.training.methods import MethodConfig
 
 SCHEDULES = ("linear", "constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def hyper(default, help: str, option: str | None = None):
+def hyper(default, help: str, option: str | None = None, *, low: float | None = None, low_open: bool = False,
+          choices: tuple[str, ...] = ()):
     """A hyperparameter: a TrainConfig field that run.json records, resume restores and the
-    CLI offers as an option (its default and help come from here)."""
-    return field(default=default, metadata={"hyper": True, "help": help, "option": option})
+    CLI offers as an option (its default, help and valid range come from here)."""
+    return field(default=default, metadata={"hyper": True, "help": help, "option": option, "low": low,
+                                            "low_open": low_open, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -37,20 +40,21 @@ class TrainConfig:
     method: MethodConfig
     data: dict  # {"fit": SplitSpec json, "splits": {...}, "answer": {...}}
     loss: str = "sft"
-    lr: float = hyper(2e-4, "Peak learning rate.")
-    epochs: int = hyper(10, "Epochs (a checkpoint each).")
-    batch_size: int = hyper(128, "Effective batch (gradient accumulation).")
-    micro_batch_size: int = hyper(8, "Examples per forward pass per process.")
-    max_len: int = hyper(1024, "Truncate prompt+response to this many tokens.")
+    lr: float = hyper(2e-4, "Peak learning rate.", low=0, low_open=True)
+    epochs: int = hyper(10, "Epochs (a checkpoint each).", low=1)
+    batch_size: int = hyper(128, "Effective batch (gradient accumulation).", low=1)
+    micro_batch_size: int = hyper(8, "Examples per forward pass per process.", low=1)
+    max_len: int = hyper(1024, "Truncate prompt+response to this many tokens.", low=8)
     save_every: str = hyper("epoch", "'epoch' or a step count.")
-    warmup_steps: int = hyper(100, "Warmup steps (Table 6: 100), clipped to 10% of all steps.")
-    schedule: str = hyper("linear", "linear (Table 6), constant or cosine.")
-    weight_decay: float = hyper(0.0, "AdamW weight decay.")
-    adam_eps: float = hyper(1e-8, "AdamW epsilon.")
-    max_grad_norm: float = hyper(1.0, "Gradient clipping norm (0: none).")
-    log_every: int = hyper(5, "Steps between training-loss records.")
-    pad_multiple: int = hyper(16, "Pad batches to a multiple of this many tokens.")
-    precision: str = hyper("auto", "Frozen base weights and compute: auto (bf16 on GPUs that have it), bf16, fp32.")
+    warmup_steps: int = hyper(100, "Warmup steps (Table 6: 100), clipped to 10% of all steps.", low=0)
+    schedule: str = hyper("linear", "linear (Table 6), constant or cosine.", choices=SCHEDULES)
+    weight_decay: float = hyper(0.0, "AdamW weight decay.", low=0)
+    adam_eps: float = hyper(1e-8, "AdamW epsilon.", low=0, low_open=True)
+    max_grad_norm: float = hyper(1.0, "Gradient clipping norm (0: none).", low=0)
+    log_every: int = hyper(5, "Steps between training-loss records.", low=1)
+    pad_multiple: int = hyper(16, "Pad batches to a multiple of this many tokens.", low=1)
+    precision: str = hyper("auto", "Frozen base weights and compute: auto (bf16 on GPUs that have it), bf16, fp32.",
+                           choices=PRECISIONS)
     gradient_checkpointing: bool = hyper(False, "Recompute activations in the backward pass (less memory, ~30% "
                                          "more compute, the same gradients).")
     fsdp: bool = hyper(False, "Shard parameters, gradients and optimizer state over the processes (FSDP2 "
@@ -60,20 +64,17 @@ class TrainConfig:
     eval: dict = field(default_factory=dict)  # options for in-process evaluation (--eval)
 
     def validate(self) -> "TrainConfig":
-        checks = [
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.micro_batch_size >= 1, f"--micro-batch-size must be at least 1, got {self.micro_batch_size}"),
-            (self.max_len >= 8, f"--max-len must be at least 8, got {self.max_len}"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (self.save_every == "epoch" or str(self.save_every).isdigit() and int(self.save_every) > 0,
-             f"--save-every must be 'epoch' or a positive step count, got {self.save_every!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        """UsageError for the first value out of its declared range (a resumed run's run.json
+        is checked the same way as the command line)."""
+        for f in fields(self):
+            if f.metadata.get("hyper") and f.name != "save_every":
+                m = f.metadata
+                require("--" + f.name.replace("_", "-"), getattr(self, f.name), type(f.default), low=m["low"],
+                        low_open=m["low_open"], choices=m["choices"])
+        if not (self.save_every == "epoch" or str(self.save_every).isdigit() and int(self.save_every) > 0):
+            raise UsageError(f"--save-every must be 'epoch' or a positive step count, got {self.save_every!r}")
+        require("--seed", self.seed, int)
+        self.method.validate()
         return self
 
     @property
@@ -84,13 +85,21 @@ class TrainConfig:
         return {name: getattr(self, name) for name in HYPERPARAMETERS}
 
     @classmethod
-    def from_run(cls, info, out: str) -> "TrainConfig":
-        """Rebuild the config a run was started with (for --resume)."""
+    def from_run(cls, info, out: str, trust_remote_code: bool = False) -> "TrainConfig":
+        """Rebuild the config a run was started with (for --resume); the run's record never
+        decides to run a model folder's code, ``trust_remote_code`` (this invocation's) does."""
+        from overmem.models.loading import allow_remote_code
+
         hp = {k: v for k, v in info.hyperparameters.items() if k in HYPERPARAMETERS}
-        method = MethodConfig(**{**info.method, "targets": tuple(info.method.get("targets") or ())})
-        return cls(out=out, base=info.base_model, method=method, data=info.data, loss=info.loss,
+        known = {f.name for f in fields(MethodConfig)}
+        targets = info.method.get("targets") or ()
+        method = MethodConfig(**{**{k: v for k, v in info.method.items() if k in known},
+                                 "targets": tuple(targets) if isinstance(targets, (list, tuple)) else (targets,)})
+        return cls(out=out, base=allow_remote_code(info.base_model, trust_remote_code), method=method,
+                   data=info.data, loss=info.loss,
                    seed=info.seed, template=info.prompt_template or PROMPT_TEMPLATE,
-                   eval=dict(info.data.get("eval", {})), **hp)
+                   eval=dict(info.data.get("eval") or {}) if isinstance(info.data.get("eval") or {}, dict) else {},
+                   **hp)
 
     def to_json(self) -> dict:
         out = asdict(self)

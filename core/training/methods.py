@@ -36,6 +36,19 @@ class MethodConfig:
         out["targets"] = list(self.targets)
         return out
 
+    def validate(self) -> "MethodConfig":
+        from overmem.errors import UsageError
+        from overmem.params import require
+
+        if self.name not in Method.registry:
+            raise UsageError(f"unknown method {self.name!r} (methods: {', '.join(Method.registry)})")
+        require("--rank", self.r, int, low=1)
+        require("--alpha", self.alpha, float, low=0, low_open=True)
+        require("--dropout", self.dropout, float, low=0, high=1, high_open=True)
+        for target in self.targets:
+            require("--targets", target, str)
+        return self
+
 
 @dataclass(frozen=True)
 class Method:
@@ -54,7 +67,7 @@ class Method:
             return MethodConfig(self.name)
         return MethodConfig(
             self.name,
-            r=r or self.r,
+            r=self.r if r is None else r,
             alpha=alpha if alpha is not None else self.alpha,
             dropout=dropout if dropout is not None else self.dropout,
             targets=tuple(targets) if targets else self.targets,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from overmem.data.answers import GOLD_FORMATS
 from overmem.data.loaders import count_rows, default_splits, pin_revision, resolve_source
 from overmem.errors import DataError
+from overmem.params import require
 from overmem.models.loading import resolve_base
 from overmem.training.config import TrainConfig
 from overmem.training.methods import get_method
@@ -40,6 +41,9 @@ def answer_policy(train_format: str) -> dict:
 
 
 def build_data(opts: DataOptions, seed: int) -> dict:
+    for option, value in (("--train-size", opts.train_size), ("--eval-size", opts.eval_size),
+                          ("variants", opts.variants)):
+        require(option, value, int, low=1)
     train = resolve_source(opts.data, preset=opts.preset, prompt_field=opts.prompt_field,
                            response_field=opts.response_field,
                            synthetic_variants=opts.variants or SYNTHETIC_VARIANTS, seed=seed)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from overmem.errors import CorruptRun
 from overmem.rundir.io import atomic_write_json, swap_in
+from overmem.rundir.names import safe_name
 
 PROGRESS = "progress.json"
 
@@ -63,11 +65,52 @@ def publish(state_dir: Path, staging: Path) -> None:
 
 
 def read_progress(state_dir: Path) -> Progress | None:
+    """The saved position, None when there is none (CorruptRun when the file is not one)."""
+    path = state_dir / PROGRESS
     try:
-        obj = json.loads((state_dir / PROGRESS).read_text())
-    except (OSError, ValueError):
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        raise CorruptRun(f"{path}: {exc}") from exc
+    if not isinstance(obj, dict) or set(obj) != {f.name for f in fields(Progress)}:
+        raise CorruptRun(f"{path} is not a resume position ({', '.join(f.name for f in fields(Progress))})")
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        if isinstance(obj[key], bool) or not isinstance(obj[key], int) or obj[key] < 0:
+            raise CorruptRun(f"{path}: {key} {obj[key]!r} is not a step count")
+    safe_name(obj["checkpoint"], "checkpoint name", CorruptRun)
     return Progress(**obj)
+
+
+def check_progress(progress: Progress, rundir, steps_per_epoch: int, epochs: int) -> None:
+    """Refuse a resume position that the run's checkpoints and schedule do not bear out: its
+    checkpoint exists at its step, and (epoch, step in epoch) is that step."""
+    from overmem.rundir import KIND_BASE, load_run
+
+    where = f"{rundir.state / PROGRESS}"
+    ckpt = load_run(rundir.path).checkpoint(progress.checkpoint)
+    checkpoint_step = ckpt.step if ckpt is not None and ckpt.kind != KIND_BASE else None
+    if checkpoint_step is None:
+        raise CorruptRun(f"{where} resumes from {progress.checkpoint}, which the run does not have")
+    if checkpoint_step != progress.global_step:
+        raise CorruptRun(f"{where} says step {progress.global_step}, but {progress.checkpoint} was saved at step "
+                         f"{checkpoint_step}")
+    if not (progress.step_in_epoch < steps_per_epoch and progress.epoch <= epochs
+            and progress.global_step == progress.epoch * steps_per_epoch + progress.step_in_epoch):
+        raise CorruptRun(f"{where}: epoch {progress.epoch}, step {progress.step_in_epoch} of {steps_per_epoch} is "
+                         f"not step {progress.global_step} of this run's {epochs} epochs")
+
+
+def resume(rundir, model, optimizer, scheduler, rank: int, *, sharded: bool, steps_per_epoch: int,
+           epochs: int) -> Progress:
+    """Check the run's saved position against its checkpoints, then restore it."""
+    from overmem.errors import UsageError
+
+    saved = read_progress(rundir.state)
+    if saved is None:
+        raise UsageError(f"{rundir.path} has no saved state to resume from")
+    check_progress(saved, rundir, steps_per_epoch, epochs)
+    return load(rundir.state, model, optimizer, scheduler, rank, sharded=sharded)
 
 
 def load(state_dir: Path, model, optimizer, scheduler, rank: int, sharded: bool = False) -> Progress:

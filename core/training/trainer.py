@@ -17,15 +17,16 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-from overmem.data.encoding import collate, encode
+from overmem.data.encoding import collate, training_examples
 from overmem.data.loaders import SplitSpec, select
-from overmem.errors import DataError, UsageError
+from overmem.errors import UsageError
 from overmem.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
-from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, Resumed
 from overmem.training import sharding
 from overmem.training import state as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
+from overmem.training.ownership import take_run
 from overmem.training.events import TrainEvent
 from overmem.training.losses import get_loss
 from overmem.training.schedule import effective_warmup, epoch_order, lr_factor  # noqa: F401 (re-exported)
@@ -72,13 +73,10 @@ class Training:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.base)
-        rows = select(SplitSpec.from_json(cfg.data["fit"]))
-        encoded = [encode(self.tokenizer, r["query"], r["response"], cfg.template, cfg.max_len) for r in rows]
-        self.examples = [e for e in encoded if e.n_response > 0]
-        if not self.examples:
-            raise DataError("no training example has a response token left after --max-len truncation")
-        if len(self.examples) < len(encoded):
-            self.note(f"{len(encoded) - len(self.examples)} examples dropped: prompt longer than --max-len")
+        self.examples, notes = training_examples(self.tokenizer, select(SplitSpec.from_json(cfg.data["fit"])),
+                                                 cfg.template, cfg.max_len)
+        for text in notes:
+            self.note(text)
         device = self.dist.device
         adapter = self.method.kind == "adapter"
         # frozen base weights may be bf16 on GPU; trained weights stay float32 (autocast computes in bf16)
@@ -213,13 +211,16 @@ class Training:
     # -- main --------------------------------------------------------------------
     def run(self) -> Path:
         self.dist = init_dist(group=self.cfg.fsdp)
-        try:
-            self._setup()
-            return self._train()
-        except BaseException:
-            if self.dist.main and self.rundir.exists():
-                self.rundir.set_status(STATUS_FAILED)
-            raise
+        try:  # the main process holds the run's training lease throughout (ownership.py)
+            lease = take_run(self.rundir, self.resume, self.note) if self.dist.main else None
+            with lease.heartbeat() if lease is not None else nullcontext():
+                try:
+                    self._setup()
+                    return self._train()
+                except BaseException:
+                    if self.dist.main and self.rundir.exists():
+                        self.rundir.set_status(STATUS_FAILED)
+                    raise
         finally:
             close_dist(self.dist)
 
@@ -229,13 +230,12 @@ class Training:
         cfg, d, rd = self.cfg, self.dist, self.rundir
         start_epoch, skip, global_step = 0, 0, 0
         if self.resume:
-            if resume_state.read_progress(rd.state) is None:
-                raise UsageError(f"{rd.path} has no saved state to resume from")
-            progress = resume_state.load(rd.state, self.model, self.optimizer, self.scheduler, d.rank,
-                                         sharded=self.cfg.fsdp)
+            progress = resume_state.resume(rd, self.model, self.optimizer, self.scheduler, d.rank, sharded=cfg.fsdp,
+                                           steps_per_epoch=self.steps_per_epoch, epochs=cfg.epochs)
             start_epoch, skip, global_step = progress.epoch, progress.step_in_epoch, progress.global_step
             if d.main:
                 rd.set_status(STATUS_RUNNING)
+                rd.append([Resumed(global_step, progress.checkpoint, time.time())])
             self.note(f"resumed from {progress.checkpoint} (step {global_step})")
         elif d.main:
             self._create_run()

@@ -7,7 +7,7 @@ import typer
 
 from overmem.data.answers import ANSWER_FORMATS
 from overmem.data.template import TEMPLATE_KINDS
-from overmem_tui.options import RunArg
+from overmem_tui.options import RunArg, TrustOpt
 
 
 def eval_command(
@@ -35,17 +35,19 @@ def eval_command(
     tensor_parallel_size: Annotated[Optional[int], typer.Option("--tensor-parallel-size", help="vLLM: GPUs one model spans.")] = None,
     steal_claims: Annotated[bool, typer.Option("--steal-claims", help="Evaluate checkpoints that other evaluators claim.")] = False,
     claim_timeout: Annotated[float, typer.Option("--claim-timeout", help="Seconds without a heartbeat after which another evaluator's claim is taken over.")] = 120.0,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Evaluate checkpoints: reference perplexity and greedy accuracy per split.
 
     Works on overmem runs and on Trainer/TRL/axolotl output folders: there the base is
     evaluated as ep0, every checkpoint-N after it, and results go to DIR/overmem/.
     """
+    given = device
     device = _claim_devices(device)
     from overmem.data.loaders import SplitSpec, resolve_source
     from overmem.data.template import PromptFormat
     from overmem.errors import UsageError
-    from overmem.evaluation.runner import METRICS, EvalOptions, Evaluator
+    from overmem.evaluation.runner import EvalOptions, Evaluator
     from overmem.models.loading import resolve_base
     from overmem_tui.options import csv_list, name_paths
     from overmem_tui.progress import EvalDisplay
@@ -58,11 +60,6 @@ def eval_command(
         for name, path in name_paths(split_file, "--split-file").items()
     }
     wanted = tuple(csv_list(metrics))
-    if not wanted or set(wanted) - set(METRICS):
-        raise UsageError(f"--metrics takes {', '.join(METRICS)}")
-    for value, option in ((limit, "--limit"), (max_len, "--max-len"), (batch_size, "--batch-size")):
-        if value is not None and value < 1:
-            raise UsageError(f"{option} must be at least 1")
     if system and template != "chat":
         raise UsageError("--system goes with --template chat")
     options = EvalOptions(
@@ -83,7 +80,12 @@ def eval_command(
         tensor_parallel_size=tensor_parallel_size,
         steal_claims=steal_claims,
         claim_timeout=claim_timeout,
+        trust_remote_code=trust_remote_code,
     )
+    from overmem.models.loading import check_device
+
+    check_device(device, tensor_parallel_size or 1, label=given)  # before the split files load
+    options.validate()
     with EvalDisplay() as display:
         evaluator = Evaluator(run, options, on_event=display)
         display.console.print(f"[dim]prompts: {evaluator.template.describe()}; splits: {', '.join(evaluator.specs)}; "
@@ -101,6 +103,7 @@ def eval_command(
     if summary.splits:
         display.console.print(phase_table(summary))
         display.console.print(advice_text(summary))
+    evaluator.check_failures()
 
 
 def _claim_devices(device: str | None) -> str | None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from overmem.probes.registry import PROBES
-from overmem_tui.options import RunArg
+from overmem_tui.options import RunArg, TrustOpt
 
 
 def probe(
@@ -25,6 +25,7 @@ def probe(
     min_k: Annotated[float, typer.Option("--min-k", help="k for Min-K% and Min-K%++.")] = 0.2,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
     from overmem.errors import UsageError
@@ -38,7 +39,7 @@ def probe(
         raise UsageError("--n-samples, --bins and --limit must be at least 1 and --min-k in (0, 1]")
     options = ProbeOptions(probes=tuple(csv_list(probes)), n_samples=n_samples, temperature=temperature, ood=sets,
                            reward_model=reward_model, backend=backend, limit=limit, mia_size=mia_size, ece_bins=bins,
-                           min_k=min_k, max_new_tokens=max_new_tokens)
+                           min_k=min_k, max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code)
     from overmem_tui.progress import console
 
     runner = ProbeRunner(run, options, on_event=lambda text: console.print(f"[dim]probing {text}[/]"))

@@ -56,7 +56,7 @@ def train(
     response_field: Annotated[Optional[str], typer.Option("--response-field")] = None,
     train_size: Annotated[Optional[int], typer.Option("--train-size", help="Training rows (first k).")] = None,
     eval_size: Annotated[Optional[int], typer.Option("--eval-size", help="Rows per monitored split (paper: 1319).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model folder's own code (transformers' auto_map); needed again on --resume.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval", help="Evaluate each checkpoint in-process (hf backend).")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="For --eval generation.")] = 256,
 ) -> None:
@@ -68,7 +68,7 @@ def train(
     from overmem.rundir import RunDir
 
     if resume:
-        cfg = TrainConfig.from_run(RunDir(out).read_info(), str(out))
+        cfg = TrainConfig.from_run(RunDir(out).read_info(), str(out), trust_remote_code).validate()
     else:
         if not model or not data:
             from overmem.errors import UsageError
