@@ -69,6 +69,12 @@ class Thresholds:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The thresholds in one sentence, as every front end prints them with results."""
+        return (f"ppl factor {self.ppl_factor:g}x and band {self.band:g}x on log-ppl; accuracy clearly below the best "
+                f"at {self.z:g} SE ({self.rel_tol:.0%} without n), and learned only {fmt_points(self.min_gain)} or "
+                "more above the base's")
+
     def validate(self) -> "Thresholds":
         from overmem.errors import UsageError
 

@@ -138,8 +138,7 @@ def markdown(summary: Summary, figure: str | None = None) -> str:
     out += [f"- {r}" for r in advice.reasons]
     out += [f"- **warning**: {w}" for w in advice.warnings]
     t = advice.thresholds
-    out += ["", f"Phases on **{advice.split}**; thresholds: ppl factor {t.ppl_factor:g}x and band {t.band:g}x on "
-            f"log-ppl, accuracy clearly below the best at {t.z:g} standard errors ({t.rel_tol:.0%} without n).", ""]
+    out += ["", f"Phases on **{advice.split}**; thresholds: {t.describe()}.", ""]
     model = table_model(summary)
     out += ["## Checkpoints", "", f"ppl: {summary.ppl_label}; {MARK_LEGEND}", ""] + markdown_table(model)
     merges = merge_results(summary)

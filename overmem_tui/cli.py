@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from overmem import __version__
 from overmem.errors import OvermemError
+from overmem_tui import signals
 
 
 def _debug() -> bool:
@@ -54,6 +55,7 @@ TYPER_FLOW = _typer_flow()
 
 class OvermemGroup(TyperGroup):
     def invoke(self, ctx: typer.Context):
+        signals.reset()
         try:
             return super().invoke(ctx)
         except OvermemError as exc:
@@ -65,6 +67,8 @@ class OvermemGroup(TyperGroup):
                 raise
             report_error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
         except KeyboardInterrupt:
+            if signals.is_committed():  # the job finished and is written: only its last words were cut
+                sys.exit(0)
             report_error("interrupted", 130)
         except TYPER_FLOW:
             raise
@@ -112,7 +116,10 @@ _register()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # between the command and the exit
+        sys.exit(0 if signals.is_committed() else 130)
 
 
 if __name__ == "__main__":

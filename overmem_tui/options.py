@@ -23,6 +23,9 @@ PplFactorOpt = Annotated[
 ZOpt = Annotated[
     float, typer.Option("--z", help="Accuracy is clearly below the best beyond this many standard errors.")
 ]
+MinGainOpt = Annotated[
+    float, typer.Option("--min-gain", help="Accuracy counts as learned only this far (a fraction) above the base's.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs (only ones overmem wrote).")]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model folder's own code (transformers' auto_map); a run's record never allows it.")]

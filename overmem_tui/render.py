@@ -44,7 +44,6 @@ def advice_text(summary: Summary) -> Group:
     lines += [Text(f"  ! {warning}", style="bold yellow") for warning in advice.warnings]
     lines += [Text(f"  ? {problem}", style="dim red") for problem in summary.run.problems[:5]]
     t = advice.thresholds
-    lines.append(Text(f"thresholds: ppl factor {t.ppl_factor:g}x and band {t.band:g}x on log-ppl; accuracy "
-                      f"clearly below best at {t.z:g} SE (or {t.rel_tol:.0%} without n)", style="dim"))
+    lines.append(Text(f"thresholds: {t.describe()}", style="dim"))
     lines.append(Text(MARK_LEGEND, style="dim"))
     return Group(*lines)

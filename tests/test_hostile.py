@@ -251,3 +251,464 @@ def test_11b_no_yellow_at_all_recommends_nothing_and_names_the_trade_off():
     assert [v.phase for v in advice.phases.verdicts] == [B, B, B, P, P]
     assert advice.recommended is None and advice.merge is None
     assert "no checkpoint is healthy, so none is recommended; the trade-off: ep2 costs" in "\n".join(advice.reasons)
+
+
+# ---------------------------------------------------------------------------------
+# 1-3: security
+# ---------------------------------------------------------------------------------
+
+EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def _evil_base(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the tiny base whose config.json maps its classes to code in the folder."""
+    from overmem.models.tiny import TINY_DIR
+
+    folder = tmp_path / "evil-base"
+    shutil.copytree(TINY_DIR, folder)
+    marker = tmp_path / "evil-ran"
+    (folder / "evilcode.py").write_text(EVIL.format(marker=str(marker)))
+    _edit_json(folder / "config.json", auto_map={"AutoConfig": "evilcode.Config",
+                                                 "AutoModelForCausalLM": "evilcode.Model",
+                                                 "AutoTokenizer": ["evilcode.Tok", None]})
+    return folder, marker
+
+
+@pytest.mark.parametrize("command", [["eval", "{run}", "--backend", "hf", "--max-new-tokens", "4"],
+                                     ["probe", "{run}", "--checkpoints", "ep1", "--probes", "robustness"],
+                                     ["train", "--out", "{run}", "--resume"]])
+def test_1_a_run_that_recorded_remote_code_never_runs_it_without_the_flag(run, tmp_path, command):
+    folder, marker = _evil_base(tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    info["base_model"].update(path=str(folder), id=str(folder), trust_remote_code=True)
+    (run / "run.json").write_text(json.dumps(info))
+    result = run_cli(*[part.format(run=run) for part in command])
+    line = _one_line_error(result, 2)
+    assert "--trust-remote-code" in line and "runs its own code" in line
+    assert not marker.exists()
+    assert "--trust-remote-code" in run_cli(command[0], "--help").stdout
+
+
+def test_1_the_flag_is_the_invocations_not_the_runs():
+    from overmem.errors import UsageError
+    from overmem.models.loading import allow_remote_code
+
+    recorded = {"id": "x", "path": "/x", "trust_remote_code": True}
+    with pytest.raises(UsageError, match="--trust-remote-code"):
+        allow_remote_code(recorded, False)
+    assert allow_remote_code(recorded, True)["trust_remote_code"] is True
+    assert allow_remote_code({"id": "x", "trust_remote_code": False}, False)["trust_remote_code"] is False
+
+
+def test_2_a_checkpoint_name_from_a_file_never_becomes_a_path(run, tmp_path):
+    victim = run.parent / "victim.json"
+    victim.write_text('{"mine": true}')
+    hour_ago = time.time() - 3600
+    os.utime(victim, (hour_ago, hour_ago))
+    _edit_json(_ckpt_json(run, "ep1"), name="../../ESCAPE")
+    _edit_json(_ckpt_json(run, "ep2"), name="../../victim")
+    result = run_cli("eval", run, "--backend", "hf", "--max-new-tokens", "4", "--metrics", "ppl")
+    line = _one_line_error(result, 3)
+    assert "checkpoints/ep1: checkpoint name '../../ESCAPE' holds a path separator" in line + result.stdout
+    assert not (tmp_path / "ESCAPE").exists() and not (run.parent.parent / "ESCAPE").exists()
+    assert victim.read_text() == '{"mine": true}'
+    names = {m.checkpoint for m in load_run(run).metrics if m.metric == "ppl"}
+    assert names == {"ep0", "ep3"}  # the others evaluated, the crafted ones not read at all
+
+
+def test_2_names_and_links_inside_a_run_are_checked_before_writing(run, tmp_path):
+    from overmem.errors import UsageError
+
+    rd = RunDir(run)
+    for bad in ("..", "../x", ".hidden", "a/b", ""):
+        with pytest.raises(UsageError):
+            rd.checkpoint(bad)
+        with pytest.raises(UsageError):
+            rd.sidecar("ep1", bad, "ppl")
+        with pytest.raises(UsageError):
+            rd.claim_path(bad)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "samples").mkdir(exist_ok=True)
+    os.symlink(elsewhere, run / "samples" / "ep1")
+    with pytest.raises(UsageError, match="lies outside"):
+        rd.write_sidecar("ep1", "val", "ppl", [{"idx": 0}])
+    assert list(elsewhere.iterdir()) == []
+    # selection.json naming a path is not a selection
+    (run / "selection.json").write_text(json.dumps({"checkpoint": "../../x"}))
+    assert load_run(run).selected is None
+
+
+@pytest.mark.parametrize("args", [["select", "{run}", "../ep1"],
+                                  ["eval", "{run}", "--split-file", "../x={run}/run.json"],
+                                  ["eval", "{run}", "--checkpoints", "../../x"],
+                                  ["merge", "ep1", "../../x", "--run", "{run}"]])
+def test_3_names_on_the_command_line_are_one_component(run, args):
+    result = run_cli(*[a.format(run=run) for a in args])
+    _one_line_error(result, 2)
+    assert not (run.parent.parent / "x").exists()
+
+
+# ---------------------------------------------------------------------------------
+# 4-5: no output replaces a run
+# ---------------------------------------------------------------------------------
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("args,why", [
+    (["merge", "ep1", "ep2", "--run", "{run}", "--out", "{run}", "--force"], "is an overmem run"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--out", "{run}/checkpoints/ep3", "--force"], "lies inside checkpoints"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--out", "{run}/state", "--force"], "lies inside state"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--out", "{other}", "--force"], "is an overmem run"),
+    (["select", "{run}", "ep2", "--export", "{run}", "--force"], "is an overmem run"),
+    (["select", "{run}", "ep2", "--export", "{run}/checkpoints", "--force"], "lies inside checkpoints"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--out", "{run}/checkpoints/mymerge"], "lies inside checkpoints"),
+])
+def test_4_5_no_output_is_or_lies_inside_a_run(run, tmp_path, args, why):
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    before, before_other = _tree(run), _tree(other)
+    result = run_cli(*[a.format(run=run, other=other) for a in args])
+    assert why in _one_line_error(result, 2)
+    assert _tree(run) == before and _tree(other) == before_other
+    assert run_cli("recommend", run).returncode == 3  # still readable: no metrics yet, nothing broken
+    assert not (run / "checkpoints" / "mymerge").exists()
+
+
+def test_4_force_replaces_only_what_overmem_wrote(run, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    result = run_cli("merge", "ep1", "ep2", "--run", run, "--out", mine, "--force")
+    assert "--force replaces only what overmem wrote there before" in _one_line_error(result, 2)
+    assert (mine / "notes.txt").read_text() == "precious"
+    out = tmp_path / "merged"
+    assert run_cli("merge", "ep1", "ep2", "--run", run, "--out", out).returncode == 0
+    again = run_cli("merge", "ep1", "ep2", "--run", run, "--out", out, "--force")
+    assert again.returncode == 0, again.stderr  # a previous merge of overmem's is replaced
+    assert (out / "adapter_model.safetensors").is_file()
+    exported = tmp_path / "export"
+    assert run_cli("select", run, "ep2", "--export", exported).returncode == 0
+    assert run_cli("select", run, "ep3", "--export", exported, "--force").returncode == 0
+    assert (exported / "checkpoint.json").is_file() and json.loads((exported / "checkpoint.json").read_text())[
+        "name"] == "ep3"
+
+
+# ---------------------------------------------------------------------------------
+# 6-8: tampered safetensors
+# ---------------------------------------------------------------------------------
+
+def _rewrite_header(path: Path, mutate) -> None:
+    import struct
+
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + size])
+    header = mutate(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size:])
+
+
+def _tensors(header: dict) -> list[str]:
+    return sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+
+
+def _at_zero(h):
+    for k in _tensors(h):
+        begin, end = h[k]["data_offsets"]
+        h[k]["data_offsets"] = [0, end - begin]
+    return h
+
+
+def _first(field, value):
+    def mutate(h):
+        name = _tensors(h)[0]
+        if value is None:
+            del h[name][field]
+        else:
+            h[name][field] = value
+        return h
+    return mutate
+
+
+def _f16(h):
+    h[_tensors(h)[0]]["dtype"] = "F16"
+    return h
+
+
+MUTATIONS = {
+    "overlapping": (_at_zero, "overlaps the tensor before it"),
+    "unknown dtype": (_first("dtype", "X99"), "has an unknown dtype 'X99'"),
+    "F16 for F32": (_f16, "is F16"),
+    "reversed offsets": (_first("data_offsets", [100, 10]), "not [begin, end] with begin <= end"),
+    "a list": (lambda h: [h], "the header is not a JSON object"),
+    "no dtype": (_first("dtype", None), "has an unknown dtype None"),
+}
+
+
+@pytest.mark.parametrize("case", list(MUTATIONS))
+def test_6_7_a_tampered_header_is_one_line_naming_file_and_tensor(run, case):
+    mutate, expected = MUTATIONS[case]
+    file = run / "checkpoints" / "ep1" / "adapter_model.safetensors"
+    _rewrite_header(file, mutate)
+    result = run_cli("merge", "ep1", "ep3", "--run", run)
+    line = _one_line_error(result, 3)
+    assert str(file) in line and expected in line
+    assert not (run / "checkpoints" / "merge-ep1+ep3").exists()
+
+
+def test_8_eval_names_the_corrupt_file_and_goes_on_with_the_others(run):
+    file = run / "checkpoints" / "ep1" / "adapter_model.safetensors"
+    _rewrite_header(file, _at_zero)
+    result = run_cli("eval", run, "--backend", "hf", "--max-new-tokens", "4", "--limit", "2")
+    line = _one_line_error(result, 3)
+    assert "1 checkpoint(s) could not be evaluated: ep1" in line and str(file) in line
+    assert "ep1 failed:" in result.stdout + result.stderr
+    done = {m.checkpoint for m in load_run(run).metrics if m.metric == "acc"}
+    assert done == {"ep0", "ep2", "ep3"}
+
+
+# ---------------------------------------------------------------------------------
+# 12-14: one trainer, dead writers, resume state
+# ---------------------------------------------------------------------------------
+
+def test_12_a_second_trainer_is_refused_naming_the_holder(tmp_path):
+    out = tmp_path / "R2"
+    first = subprocess.Popen(_train_cmd(out)[:-4] + ["--epochs", "200"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not ((out / "training.json").exists() and (out / "checkpoints" / "ep1").exists()):
+            assert first.poll() is None, first.stderr.read()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.1)
+        for extra in (["--resume"], []):
+            cmd = ["train", "--out", out, *extra] if extra else _train_cmd(out)[3:]
+            result = run_cli(*cmd)
+            line = _one_line_error(result, 2)
+            if extra:
+                assert f"is being trained by another process (pid {first.pid} on" in line
+            else:
+                assert "already holds a run" in line
+        assert first.poll() is None  # the running trainer was not disturbed
+    finally:
+        first.kill()
+        first.wait()
+    logs = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("type") == "train"]
+    assert len({r["step"] for r in logs}) == len(logs)  # nobody else wrote its steps
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.test_training import tiny_cfg
+from overmem.training.trainer import train
+def kill(step):
+    if step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(tiny_cfg({out!r}, "lora", epochs=3, train_size=24, dropout=0.0, log_every=1), on_step=kill)
+"""
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_13_resume_cleans_what_a_killed_writer_left_and_keeps_one_attempt(tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER.format(root=str(ROOT), kill_at=5, out=str(out))],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    dead = _dead_pid()
+    staged = out / "checkpoints" / f".ep2.staging-{dead}"
+    staged.mkdir()
+    (staged / "adapter_model.safetensors").write_bytes(b"half")
+    (out / ".state.staging-6").mkdir()
+    live_merge = out / "checkpoints" / f".merge-x.staging-{os.getpid()}"  # a live process's: kept
+    live_merge.mkdir()
+    steps_before = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if r.get("type") == "train"]
+    assert steps_before == [1, 2, 3, 4, 5]
+    result = run_cli("train", "--out", out, "--resume")
+    assert result.returncode == 0, result.stderr
+    notes = json.loads((out / "run.json").read_text())["notes"]
+    assert f"removed .ep2.staging-{dead}" in " ".join(result.stderr.split()) or \
+        any(f"removed .ep2.staging-{dead}" in n for n in notes)
+    assert not staged.exists() and not (out / ".state.staging-6").exists() and live_merge.exists()
+    run = load_run(out, strict=True)
+    assert [log.step for log in run.train_logs] == list(range(1, 10))
+    resumed_at = next(r["time"] for r in read_jsonl(out / "metrics.jsonl") if r.get("type") == "resume")
+    assert all(log.time > resumed_at for log in run.train_logs if log.step > 3)  # the new attempt's records
+
+
+def test_14_resume_state_is_checked_against_the_checkpoints(run):
+    progress = run / "state" / "progress.json"
+    _edit_json(progress, global_step=999)
+    line = _one_line_error(run_cli("train", "--out", run, "--resume"), 3)
+    assert "says step 999, but ep3 was saved at step 6" in line
+    progress.write_text(json.dumps({"epoch": 3, "step_in_epoch": 0, "global_step": 6, "checkpoint": "ep3",
+                                    "extra": 1}))
+    assert "is not a resume position" in _one_line_error(run_cli("train", "--out", run, "--resume"), 3)
+    assert load_run(run).status == "finished"  # refused before anything changed
+
+
+def test_14_a_link_to_another_runs_checkpoint_is_not_read(run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    os.symlink(other / "checkpoints" / "ep3", run / "checkpoints" / "ep4")
+    os.symlink(other / "checkpoints" / "ep3", run / "checkpoints" / "ep3b")
+    loaded = load_run(run)
+    assert [c.name for c in loaded.checkpoints] == ["ep0", "ep1", "ep2", "ep3"]
+    text = "\n".join(loaded.problems)
+    assert "checkpoints/ep4: is a link to" in text and "outside this run" in text
+
+
+# ---------------------------------------------------------------------------------
+# 16-17: bad flags and data, refused before anything loads
+# ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra,message", [
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--weight-decay", "-5", "--dry-run"], "--weight-decay must be at least 0"),
+    (["--max-grad-norm", "-1", "--dry-run"], "--max-grad-norm must be at least 0"),
+    (["--train-size", "0", "--dry-run"], "--train-size must be at least 1"),
+    (["--rank", "0", "--dry-run"], "--rank must be at least 1"),
+    (["--dropout", "1.5", "--dry-run"], "--dropout must be below 1"),
+])
+def test_16_training_options_are_checked(tmp_path, extra, message):
+    out = tmp_path / "never"
+    cmd = _train_cmd(out)[3:]
+    for flag in extra[::2]:
+        if flag in cmd:
+            at = cmd.index(flag)
+            del cmd[at:at + 2]
+    assert message in _one_line_error(run_cli(*cmd, *extra), 2)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+    (["--device", "cuda:0"], "--device cuda:0: this process sees 0 CUDA GPU(s)"),
+    (["--claim-timeout", "-1"], "--claim-timeout must be above 0"),
+    (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization must be at most 1"),
+])
+def test_16_eval_options_are_checked_before_loading(run, extra, message):
+    if extra[0] == "--device":
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    before = _tree(run)
+    assert message in _one_line_error(run_cli("eval", run, *extra), 2)
+    assert _tree(run) == before
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "is empty"),
+    ("[]", "holds no rows (an empty list)"),
+    ('{"query": "a", "response": "b"}\n{"query": oops}\n', "line 2 is not JSON"),
+])
+def test_17_data_errors_name_the_file_and_row(tmp_path, content, message):
+    data = tmp_path / ("data.json" if content == "[]" else "data.jsonl")
+    data.write_text(content)
+    line = _one_line_error(run_cli("train", "--model", "tiny", "--data", data, "--out", tmp_path / "x"), 2)
+    assert f"{data} {message}" in line
+
+
+def test_17_rows_cut_away_by_max_len_are_counted_and_refused_when_none_is_left(tmp_path):
+    rows = [{"query": "q " * (60 if i % 2 else 2), "response": "#### 4"} for i in range(8)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["train", "--model", "tiny", "--data", data, "--epochs", "1", "--batch-size", "4",
+            "--micro-batch-size", "4", "--eval-size", "2"]
+    result = run_cli(*base, "--out", tmp_path / "some", "--max-len", "60")
+    assert result.returncode == 0, result.stderr
+    notes = json.loads((tmp_path / "some" / "run.json").read_text())["notes"]
+    assert any(n.startswith("3 of 6 training rows dropped: the prompt alone fills --max-len 60") for n in notes)
+    assert "note: 3 of 6 training rows dropped" in result.stderr
+    line = _one_line_error(run_cli(*base, "--out", tmp_path / "none", "--max-len", "8"), 2)
+    assert "none of the 6 training rows has a response token left within --max-len 8" in line
+
+
+# ---------------------------------------------------------------------------------
+# 18: one base under two names
+# ---------------------------------------------------------------------------------
+
+def _hub_cache(tmp_path: Path, repo: str, source: Path) -> Path:
+    """A Hugging Face cache holding ``source`` as the snapshot of ``repo`` (offline)."""
+    cache = tmp_path / "hub"
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(source, folder / "snapshots" / commit)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return cache
+
+
+def _adapter_on(src: Path, dst: Path, base: str) -> Path:
+    shutil.copytree(src, dst)
+    _edit_json(dst / "adapter_config.json", base_model_name_or_path=base)
+    return dst
+
+
+def test_18_one_base_named_by_hub_id_and_by_local_snapshot_merges(run, tmp_path):
+    from overmem.models.tiny import TINY_DIR
+    from tests.helpers import make_tiny_llama
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(TINY_DIR, snapshot)
+    env = {"HF_HUB_CACHE": str(_hub_cache(tmp_path, "org/tiny", TINY_DIR)), "HF_HUB_OFFLINE": "1"}
+    a = _adapter_on(run / "checkpoints" / "ep1", tmp_path / "a", "org/tiny")
+    b = _adapter_on(run / "checkpoints" / "ep2", tmp_path / "b", str(snapshot))
+    merged = run_cli("merge", a, b, "--out", tmp_path / "m", env=env)
+    assert merged.returncode == 0, merged.stderr
+    with_base = run_cli("merge", a, b, "--out", tmp_path / "m2", "--base", "org/tiny", env=env)
+    assert with_base.returncode == 0, with_base.stderr
+    # a base that is another model under its own name is refused, --base or not
+    other = make_tiny_llama(tmp_path / "other-model")
+    c = _adapter_on(run / "checkpoints" / "ep3", tmp_path / "c", str(other))
+    line = _one_line_error(run_cli("merge", a, c, "--out", tmp_path / "m3", env=env), 2)
+    assert "the adapters name different bases" in line
+    line = _one_line_error(run_cli("merge", a, c, "--out", tmp_path / "m4", "--base", str(snapshot), env=env), 2)
+    assert f"c was trained on {other}, not on the base {snapshot}" in line
+
+
+# ---------------------------------------------------------------------------------
+# 19: exit codes
+# ---------------------------------------------------------------------------------
+
+def test_19_exit_codes_are_documented():
+    readme = (ROOT / "README.md").read_text()
+    for code, meaning in (("2", "bad input"), ("3", "corrupt"), ("1", "failed"), ("130", "interrupted")):
+        assert f"| {code} |" in readme and meaning in readme
+
+
+def test_19_an_interrupt_after_the_merge_is_written_is_not_exit_130(run, monkeypatch):
+    from typer.testing import CliRunner
+
+    import overmem.merging.merge as merging
+    from overmem_tui.cli import app
+
+    real_echo = __import__("typer").echo
+
+    def interrupted_echo(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("overmem_tui.commands.merge.typer.echo", interrupted_echo)
+    result = CliRunner().invoke(app, ["merge", "ep1", "ep2", "--run", str(run)])
+    assert result.exit_code == 0
+    assert (run / "checkpoints" / "merge-ep1+ep2" / "adapter_model.safetensors").is_file()
+    monkeypatch.setattr("overmem_tui.commands.merge.typer.echo", real_echo)
+
+    def interrupted_merge(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(merging, "run_merge", interrupted_merge)
+    result = CliRunner().invoke(app, ["merge", "ep1", "ep3", "--run", str(run)])
+    assert result.exit_code == 130 and not (run / "checkpoints" / "merge-ep1+ep3").exists()

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from overmem.errors import MergeError, OutputExists, UsageError
+from overmem.errors import CorruptFile, MergeError, OutputExists, UsageError
 from overmem.merging.merge import plan_merge, run_merge
 from overmem.rundir import CheckpointInfo, RunDir, RunInfo, load_run
 from overmem_tui.cli import app
@@ -207,7 +207,7 @@ def test_refusals_write_nothing(merge_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(work / "checkpoints" / "full2", broken)
     (broken / "model.safetensors").write_bytes(b"\x00" * 4)
-    refuse(MergeError, "not a readable safetensors", "full1", str(broken))
+    refuse(CorruptFile, "not a readable safetensors", "full1", str(broken))
     # renamed tensors
     renamed = tmp_path / "renamed"
     shutil.copytree(work / "checkpoints" / "full2", renamed)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from overmem.data import synthetic
+from overmem.data.diagnose import diagnose_files, root_cause
 from overmem.data.answers import gold_answer
 from overmem.data.layouts import LAYOUTS, detect_layout, normalize_record  # noqa: F401 (LAYOUTS re-exported)
 from overmem.errors import DataError
@@ -175,60 +176,8 @@ def _dataset(kind: str, ref: str, config: str | None, split: str, revision: str 
             return datasets.load_dataset(fmt, data_files=[f for f, _, _ in stamp], split="train")
         return datasets.load_dataset(ref, config, split=split, revision=revision)
     except Exception as exc:  # datasets raises many types (offline, schema, parse)
-        what = (diagnose_files([f for f, _, _ in stamp]) if kind == "file" else None) or _root_cause(exc)
+        what = (diagnose_files([f for f, _, _ in stamp]) if kind == "file" else None) or root_cause(exc)
         raise DataError(f"cannot load {ref}: {what}".split("\n")[0]) from exc
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost exception's message: datasets wraps the parser's own error (the one that
-    names the row) in a generic one."""
-    seen = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    inner = seen[-1]
-    return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
-
-
-def diagnose_files(files: list[str]) -> str | None:
-    """What is wrong with which local JSON/JSONL file and row, or None when they parse (the
-    failure lies elsewhere). Only called after a load failed, so large files cost nothing."""
-    import json
-
-    for name in files:
-        path = Path(name)
-        if path.stat().st_size == 0:
-            return f"{path} is empty"
-        if path.suffix.lower() not in (".json", ".jsonl"):
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if path.suffix.lower() == ".json":
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                obj = None  # datasets reads JSON Lines from .json files too
-            else:
-                if isinstance(obj, list) and not obj:
-                    return f"{path} holds no rows (an empty list)"
-                if isinstance(obj, list) and not all(isinstance(row, dict) for row in obj):
-                    row = next(i for i, r in enumerate(obj) if not isinstance(r, dict))
-                    return f"{path} row {row} is not a JSON object"
-                if isinstance(obj, (list, dict)):
-                    continue
-        rows = 0
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                return f"{path} line {lineno} is not JSON ({exc})"
-            if not isinstance(row, dict):
-                return f"{path} line {lineno} is not a JSON object"
-            rows += 1
-        if rows == 0:
-            return f"{path} holds no rows"
-    return None
 
 
 def open_dataset(source: DataSource):

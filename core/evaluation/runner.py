@@ -27,7 +27,7 @@ from overmem.rundir import Metric, RunInfo, RunReader, canonical_split
 from overmem.rundir.io import write_jsonl_atomic
 from overmem.rundir.layout import SPLITS_SIDECAR
 from overmem.rundir.samples import ROWS, GenSample, PplSample
-from overmem.merging.safetensors_io import check_weights
+from overmem.merging.format import check_weights
 from overmem.rundir.records import KIND_BASE, STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 class Evaluator:

@@ -29,8 +29,8 @@ from overmem.rundir.records import (
     Metric,
     RunInfo,
     TrainLog,
-    value_problem,
 )
+from overmem.rundir.fields import value_problem
 from overmem.rundir.names import is_safe_name, unsafe_reason
 
 STATE = "trainer_state.json"

@@ -22,10 +22,10 @@ def unsafe_reason(name: object) -> str | None:
     """Why ``name`` cannot be one path component, or None when it can."""
     if not isinstance(name, str) or not name:
         return "is not a non-empty string"
-    if name in (".", "..") or name.startswith("."):
-        return "starts with a dot"
     if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
         return "holds a path separator"
+    if name in (".", "..") or name.startswith("."):
+        return "starts with a dot"
     if "\0" in name or any(ord(c) < 32 for c in name):
         return "holds a control character"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:

@@ -21,13 +21,12 @@ from overmem.rundir.records import (
     KIND_BASE,
     CheckpointInfo,
     Metric,
-    RecordError,
     Run,
     RunInfo,
     TrainLog,
-    add_train_record,
-    record_from_json,
 )
+from overmem.rundir.fields import RecordError
+from overmem.rundir.lines import add_train_record, record_from_json
 from overmem.rundir.names import is_safe_name, unsafe_reason
 
 SOURCE_OVERMEM = "overmem"

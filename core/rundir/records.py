@@ -1,7 +1,8 @@
 """Typed, immutable records of a run directory and their JSON forms.
 
 These classes are the whole vocabulary the trainer, evaluator, merger, TUI and
-reports share; nothing else reads or writes the files by string keys.
+reports share; nothing else reads or writes the files by string keys. run.json and
+checkpoint.json are here, the lines of metrics.jsonl in lines.py (re-exported).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overmem.errors import CorruptRun
+from overmem.rundir.fields import RecordError, count as _count, names as _names, number as _number
+from overmem.rundir.fields import text as _text, typed as _typed
 from overmem.rundir.names import safe_name
+from overmem.rundir.lines import (SPLIT_ALIASES, Metric, Resumed, TrainLog,  # noqa: F401 (re-exported)
+                                  add_train_record, canonical_split, record_from_json)
 
 SCHEMA_VERSION = 1
 
@@ -25,77 +29,6 @@ KIND_BASE = "base"
 KIND_ADAPTER = "adapter"
 KIND_FULL = "full"
 KIND_MERGE = "merge"
-
-# Canonical split names; "validation"/"eval" are accepted as aliases of "val".
-SPLIT_ALIASES = {"validation": "val", "eval": "val", "valid": "val", "dev": "val"}
-
-
-def canonical_split(name: str) -> str:
-    return SPLIT_ALIASES.get(name, name)
-
-
-class RecordError(CorruptRun, ValueError):
-    """A JSON record that does not have the shape of the contract (a ValueError too, for parsers)."""
-
-
-def _number(obj: dict, key: str, *, optional: bool = False) -> float | None:
-    value = obj.get(key)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(f"{key} {value!r} is not a number")
-    if not math.isfinite(value):
-        raise RecordError(f"{key} {value!r} is not finite")
-    return float(value)
-
-
-def _count(obj: dict, key: str) -> int | None:
-    """A non-negative whole number, or None when absent."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0 or int(value) != value:
-        raise RecordError(f"{key} {value!r} is not a non-negative whole number")
-    return int(value)
-
-
-def _text(obj: dict, key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise RecordError(f"{key} {value!r} is not a non-empty string")
-    return value
-
-
-def _typed(obj: dict, key: str, kinds: tuple[type, ...], default: Any) -> Any:
-    """``obj[key]`` when it has one of ``kinds`` (absent or null: ``default``)."""
-    value = obj.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise RecordError(f"{key} {value!r} is not a {names}")
-    return value
-
-
-def _names(obj: dict, key: str, what: str) -> tuple[str, ...]:
-    values = _typed(obj, key, (list,), [])
-    return tuple(safe_name(v, what, RecordError) for v in values)
-
-
-def value_problem(metric: str, value: Any) -> str | None:
-    """Why ``value`` cannot be a ``metric``'s value, or None: every value is finite, a
-    perplexity is at least 1 (exp of a non-negative NLL) and an accuracy a fraction."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "is not a number"
-    if not math.isfinite(value):
-        return "is not finite"
-    if metric == "ppl" and value < 1.0 - 1e-9:
-        return "is below 1 (a perplexity is exp of a non-negative loss)"
-    if metric == "acc" and not 0.0 <= value <= 1.0:
-        return "is not an accuracy in [0, 1]"
-    return None
-
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -221,144 +154,6 @@ class CheckpointInfo:
             path=Path(location) if location else path,
             extra=extra,
         )
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One evaluated number: (checkpoint, split, metric, aggregate) -> value over n samples.
-
-    ``probe`` names the behavioural probe for probe metrics (split is then the
-    data the probe ran on).
-    """
-
-    checkpoint: str
-    split: str
-    metric: str
-    value: float
-    aggregate: str = ""
-    n: int | None = None
-    time: float = 0.0
-    probe: str | None = None
-    replaces: bool = False  # a deliberate re-evaluation (eval --force): supersedes earlier records of its key
-
-    def key(self) -> tuple:
-        return (self.checkpoint, self.split, self.metric, self.aggregate, self.probe)
-
-    def to_json(self) -> dict:
-        out = {
-            "type": "metric",
-            "checkpoint": self.checkpoint,
-            "split": self.split,
-            "metric": self.metric,
-            "aggregate": self.aggregate,
-            "value": self.value,
-            "n": self.n,
-            "time": self.time,
-        }
-        if self.probe:
-            out["probe"] = self.probe
-        if self.replaces:
-            out["replaces"] = True
-        return out
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "Metric":
-        checkpoint = safe_name(obj.get("checkpoint"), "checkpoint name", RecordError)
-        split = canonical_split(safe_name(obj.get("split"), "split name", RecordError))
-        metric = _text(obj, "metric")
-        value = obj.get("value")
-        problem = value_problem(metric, value)
-        if problem:
-            raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {value!r} {problem}")
-        probe = _typed(obj, "probe", (str,), None)
-        return cls(
-            checkpoint=checkpoint,
-            split=split,
-            metric=metric,
-            value=float(value),
-            aggregate=_typed(obj, "aggregate", (str,), ""),
-            n=_count(obj, "n"),
-            time=_number(obj, "time", optional=True) or 0.0,
-            probe=safe_name(probe, "probe name", RecordError) if probe else None,
-            replaces=_typed(obj, "replaces", (bool,), False),
-        )
-
-
-@dataclass(frozen=True)
-class TrainLog:
-    """A training progress record: loss and learning rate at a step."""
-
-    step: int
-    epoch: float
-    loss: float
-    lr: float
-    total_steps: int | None = None
-    tokens_per_s: float | None = None
-    time: float = 0.0
-
-    def to_json(self) -> dict:
-        return {"type": "train", **asdict(self)}
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "TrainLog":
-        step = _count(obj, "step")
-        if step is None:
-            raise RecordError("step is missing")
-        return cls(
-            step=step,
-            epoch=_number(obj, "epoch"),
-            loss=_number(obj, "loss"),
-            lr=_number(obj, "lr"),
-            total_steps=_count(obj, "total_steps"),
-            tokens_per_s=_number(obj, "tokens_per_s", optional=True),
-            time=_number(obj, "time", optional=True) or 0.0,
-        )
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """Training resumed from the state saved at ``step`` (its checkpoint ``checkpoint``):
-    what an earlier attempt logged after that step was abandoned with it."""
-
-    step: int
-    checkpoint: str
-    time: float = 0.0
-
-    def to_json(self) -> dict:
-        return {"type": "resume", **asdict(self)}
-
-    @classmethod
-    def from_json(cls, obj: dict) -> "Resumed":
-        step = _count(obj, "step")
-        if step is None:
-            raise RecordError("step is missing")
-        return cls(step, safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
-                   _number(obj, "time", optional=True) or 0.0)
-
-
-def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None:
-    """Fold a training record into the history: a resume drops what the abandoned attempt
-    logged after its resume point, and a step at or before the last one (a Trainer resumed
-    from a checkpoint) replaces the records from that step on: the latest attempt counts."""
-    limit = record.step if isinstance(record, Resumed) else record.step - 1
-    while logs and logs[-1].step > limit:
-        logs.pop()
-    if isinstance(record, TrainLog):
-        logs.append(record)
-
-
-def record_from_json(obj: Any) -> Metric | TrainLog | Resumed:
-    """Parse one metrics.jsonl record (raises RecordError on a bad shape)."""
-    if not isinstance(obj, dict):
-        raise RecordError("record is not an object")
-    kind = obj.get("type", "metric")
-    if kind == "metric":
-        return Metric.from_json(obj)
-    if kind == "train":
-        return TrainLog.from_json(obj)
-    if kind == "resume":
-        return Resumed.from_json(obj)
-    raise RecordError(f"unknown record type {kind!r}")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,16 @@ def staging_dir(state_dir: Path, step: int) -> Path:
     return state_dir.with_name(f".{state_dir.name}.staging-{step}")
 
 
+def saved_initial(rundir, wanted: bool) -> dict | None:
+    """On resume, PiSSA/MiLoRA's B0, A0 as the run saved them (an SVD need not repeat bit for bit)."""
+    path = rundir.init_adapter / "adapter_model.safetensors"
+    if not (wanted and path.is_file()):
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 def save_rng(folder: Path, rank: int) -> None:
     import torch
 

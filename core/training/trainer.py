@@ -53,6 +53,7 @@ class Training:
         self.loss_fn = get_loss(cfg.loss).fn
         self.dist: Dist = Dist()
         self.notes: list[str] = []
+        self.started = False  # this process has changed the run (created or resumed it)
 
     # -- events ----------------------------------------------------------------
     def emit(self, event: TrainEvent) -> None:
@@ -88,7 +89,8 @@ class Training:
         if cfg.gradient_checkpointing:
             # non-reentrant: works with frozen inputs (adapters) and keeps the RNG of dropout
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = apply_method(model, cfg.method, initial=self._saved_initial())
+        initial = resume_state.saved_initial(self.rundir, self.resume and self.method.svd_init)
+        self.model = apply_method(model, cfg.method, initial=initial)
         self.initial = adapter_tensors(self.model) if self.method.svd_init else None
         if cfg.fsdp:
             sharding.shard(self.model, low)  # before the optimizer: it steps the shards
@@ -106,15 +108,6 @@ class Training:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(cfg.schedule, s, self.warmup, self.total_steps)
         )
-
-    def _saved_initial(self) -> dict | None:
-        """On resume, PiSSA/MiLoRA's B0, A0 as the run saved them (an SVD need not repeat bit for bit)."""
-        path = self.rundir.init_adapter / "adapter_model.safetensors"
-        if not (self.resume and self.method.svd_init and path.is_file()):
-            return None
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
 
     def _create_run(self) -> None:
         cfg = self.cfg
@@ -218,7 +211,7 @@ class Training:
                     self._setup()
                     return self._train()
                 except BaseException:
-                    if self.dist.main and self.rundir.exists():
+                    if self.dist.main and self.started:  # a refused start leaves the run as it was
                         self.rundir.set_status(STATUS_FAILED)
                     raise
         finally:
@@ -235,10 +228,12 @@ class Training:
             start_epoch, skip, global_step = progress.epoch, progress.step_in_epoch, progress.global_step
             if d.main:
                 rd.set_status(STATUS_RUNNING)
+                self.started = True
                 rd.append([Resumed(global_step, progress.checkpoint, time.time())])
             self.note(f"resumed from {progress.checkpoint} (step {global_step})")
         elif d.main:
             self._create_run()
+            self.started = True
         d.barrier()
         ddp = self.model
         if d.enabled and not cfg.fsdp:

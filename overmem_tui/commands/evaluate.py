@@ -104,6 +104,9 @@ def eval_command(
         display.console.print(phase_table(summary))
         display.console.print(advice_text(summary))
     evaluator.check_failures()
+    from overmem.rundir.reader import check_problems
+
+    check_problems(summary.run, "; the result above leaves them out")
 
 
 def _claim_devices(device: str | None) -> str | None:

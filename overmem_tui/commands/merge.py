@@ -29,6 +29,7 @@ def merge(
     from overmem.params import parse_assignments
     from overmem_tui.options import csv_list
     from overmem_tui.progress import MergeDisplay
+    from overmem_tui.signals import committed
 
     try:
         parsed = [float(w) for w in csv_list(weights)] if weights else None
@@ -39,6 +40,7 @@ def merge(
                       params=parse_assignments(param, "--param"))
     with MergeDisplay(plan.form) as update:
         info = run_merge(plan, update)
+    committed()
     typer.echo(f"merged {' + '.join(info.parents)} (weights {', '.join(f'{w:g}' for w in info.weights)}, "
                f"{plan.method}, {plan.form}) -> {plan.out}")
     if plan.register:

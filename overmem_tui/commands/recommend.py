@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from overmem_tui.options import BandOpt, JsonOpt, PplFactorOpt, RunArg, SplitOpt, ZOpt
+from overmem.phases import Thresholds
+from overmem_tui.options import BandOpt, JsonOpt, MinGainOpt, PplFactorOpt, RunArg, SplitOpt, ZOpt
 
 
 def recommend(
@@ -15,14 +16,14 @@ def recommend(
     band: BandOpt = 1.25,
     ppl_factor: PplFactorOpt = 1.5,
     z: ZOpt = 2.0,
+    min_gain: MinGainOpt = Thresholds.min_gain,
 ) -> None:
     """Classify checkpoints by phase and recommend one, with reasons."""
-    from overmem.phases import Thresholds
     from overmem.rundir import load_run
     from overmem.rundir.reader import check_problems
     from overmem.summary import require_metrics, summarize, summary_json
 
-    thresholds = Thresholds(ppl_factor=ppl_factor, band=band, z=z)
+    thresholds = Thresholds(ppl_factor=ppl_factor, band=band, z=z, min_gain=min_gain)
     summary = require_metrics(summarize(load_run(run), split, thresholds))
     if json_out:
         typer.echo(json.dumps(summary_json(summary), indent=2))

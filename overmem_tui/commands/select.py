@@ -17,8 +17,10 @@ def select(
 ) -> None:
     """Record the chosen checkpoint in the run; optionally export it to a folder."""
     from overmem.selection import select_checkpoint
+    from overmem_tui.signals import committed
 
     target = select_checkpoint(run, name, export, link=link, force=force)
+    committed()
     typer.echo(f"selected {name}" + (f" -> {target}" if target else ""))
 
 

@@ -100,6 +100,9 @@ def train(
 
     with TrainDisplay() as display:
         path = run_training(cfg, resume=resume, on_event=display, after_checkpoint=after)
+    from overmem_tui.signals import committed
+
+    committed()
     if os.environ.get("RANK", "0") == "0":  # under torchrun/accelerate, rank 0 speaks
         typer.echo(f"run: {path}")
 

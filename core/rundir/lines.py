@@ -1,0 +1,159 @@
+"""The lines of metrics.jsonl: evaluated metrics, training records and resume points.
+
+Each line is one typed record; ``record_from_json`` parses one (RecordError on a bad
+shape or value) and ``add_train_record`` folds training records into the history of
+the latest attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from overmem.rundir.fields import RecordError, count, number, text, typed, value_problem
+from overmem.rundir.names import safe_name
+
+# Canonical split names; "validation"/"eval" are accepted as aliases of "val".
+SPLIT_ALIASES = {"validation": "val", "eval": "val", "valid": "val", "dev": "val"}
+
+
+def canonical_split(name: str) -> str:
+    return SPLIT_ALIASES.get(name, name)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One evaluated number: (checkpoint, split, metric, aggregate) -> value over n samples.
+
+    ``probe`` names the behavioural probe for probe metrics (split is then the
+    data the probe ran on).
+    """
+
+    checkpoint: str
+    split: str
+    metric: str
+    value: float
+    aggregate: str = ""
+    n: int | None = None
+    time: float = 0.0
+    probe: str | None = None
+    replaces: bool = False  # a deliberate re-evaluation (eval --force): supersedes earlier records of its key
+
+    def key(self) -> tuple:
+        return (self.checkpoint, self.split, self.metric, self.aggregate, self.probe)
+
+    def to_json(self) -> dict:
+        out = {
+            "type": "metric",
+            "checkpoint": self.checkpoint,
+            "split": self.split,
+            "metric": self.metric,
+            "aggregate": self.aggregate,
+            "value": self.value,
+            "n": self.n,
+            "time": self.time,
+        }
+        if self.probe:
+            out["probe"] = self.probe
+        if self.replaces:
+            out["replaces"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Metric":
+        checkpoint = safe_name(obj.get("checkpoint"), "checkpoint name", RecordError)
+        split = canonical_split(safe_name(obj.get("split"), "split name", RecordError))
+        metric = text(obj, "metric")
+        value = obj.get("value")
+        problem = value_problem(metric, value)
+        if problem:
+            raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {value!r} {problem}")
+        probe = typed(obj, "probe", (str,), None)
+        return cls(
+            checkpoint=checkpoint,
+            split=split,
+            metric=metric,
+            value=float(value),
+            aggregate=typed(obj, "aggregate", (str,), ""),
+            n=count(obj, "n"),
+            time=number(obj, "time", optional=True) or 0.0,
+            probe=safe_name(probe, "probe name", RecordError) if probe else None,
+            replaces=typed(obj, "replaces", (bool,), False),
+        )
+
+
+@dataclass(frozen=True)
+class TrainLog:
+    """A training progress record: loss and learning rate at a step."""
+
+    step: int
+    epoch: float
+    loss: float
+    lr: float
+    total_steps: int | None = None
+    tokens_per_s: float | None = None
+    time: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"type": "train", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "TrainLog":
+        step = count(obj, "step")
+        if step is None:
+            raise RecordError("step is missing")
+        return cls(
+            step=step,
+            epoch=number(obj, "epoch"),
+            loss=number(obj, "loss"),
+            lr=number(obj, "lr"),
+            total_steps=count(obj, "total_steps"),
+            tokens_per_s=number(obj, "tokens_per_s", optional=True),
+            time=number(obj, "time", optional=True) or 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Training resumed from the state saved at ``step`` (its checkpoint ``checkpoint``):
+    what an earlier attempt logged after that step was abandoned with it."""
+
+    step: int
+    checkpoint: str
+    time: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"type": "resume", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Resumed":
+        step = count(obj, "step")
+        if step is None:
+            raise RecordError("step is missing")
+        return cls(step, safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
+                   number(obj, "time", optional=True) or 0.0)
+
+
+def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None:
+    """Fold a training record into the history: a resume drops what the abandoned attempt
+    logged after its resume point, and a step at or before the last one (a Trainer resumed
+    from a checkpoint) replaces the records from that step on: the latest attempt counts."""
+    limit = record.step if isinstance(record, Resumed) else record.step - 1
+    while logs and logs[-1].step > limit:
+        logs.pop()
+    if isinstance(record, TrainLog):
+        logs.append(record)
+
+
+def record_from_json(obj: Any) -> Metric | TrainLog | Resumed:
+    """Parse one metrics.jsonl record (raises RecordError on a bad shape)."""
+    if not isinstance(obj, dict):
+        raise RecordError("record is not an object")
+    kind = obj.get("type", "metric")
+    if kind == "metric":
+        return Metric.from_json(obj)
+    if kind == "train":
+        return TrainLog.from_json(obj)
+    if kind == "resume":
+        return Resumed.from_json(obj)
+    raise RecordError(f"unknown record type {kind!r}")
