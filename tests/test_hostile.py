@@ -712,3 +712,31 @@ def test_19_an_interrupt_after_the_merge_is_written_is_not_exit_130(run, monkeyp
     monkeypatch.setattr(merging, "run_merge", interrupted_merge)
     result = CliRunner().invoke(app, ["merge", "ep1", "ep3", "--run", str(run)])
     assert result.exit_code == 130 and not (run / "checkpoints" / "merge-ep1+ep3").exists()
+
+
+# ---------------------------------------------------------------------------------
+# untrusted run.json fields: every one checked where it is read
+# ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change,code,message", [
+    ({"data": {"splits": ["val"]}}, 3, "data.splits is not an object"),
+    ({"data": {"splits": {"../x": {"source": {"kind": "synthetic", "ref": "synthetic-math"}}}}}, 3, "holds a path"),
+    ({"data": {"splits": {"val": {"source": {"kind": "ftp", "ref": "x"}}}}}, 3, "kind 'ftp' is not one of"),
+    ({"data": {"splits": {"val": {"source": {"kind": "file", "ref": "/x"}, "count": -4}}}}, 3, "count -4"),
+    ({"hyperparameters": {"max_len": "abc"}}, 3, "hyperparameters.max_len 'abc'"),
+    ({"prompt_template": {"kind": "evil"}}, 2, "the prompt format"),
+    ({"method": ["lora"]}, 3, "method ['lora'] is not a dict"),
+    ({"base_model": {"id": 5}}, 3, "id 5 is not a str"),
+])
+def test_run_json_fields_of_the_wrong_shape_are_one_line(run, change, code, message):
+    info = json.loads((run / "run.json").read_text())
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(info.get(key), dict) and key != "base_model":
+            info[key] = {**info[key], **value}
+        else:
+            info[key] = value
+    (run / "run.json").write_text(json.dumps(info))
+    before = _tree(run)
+    line = _one_line_error(run_cli("eval", run, "--backend", "hf", "--max-new-tokens", "4"), code)
+    assert message in line
+    assert _tree(run) == before

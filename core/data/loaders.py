@@ -20,6 +20,7 @@ from overmem.data.layouts import LAYOUTS, detect_layout, normalize_record  # noq
 from overmem.errors import DataError
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+SOURCE_KINDS = ("synthetic", "file", "hub")
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,18 @@ class DataSource:
 
     @classmethod
     def from_json(cls, obj: dict) -> "DataSource":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in obj.items() if k in known})
+        """A recorded source (DataError naming the field when it is not one)."""
+        if not isinstance(obj, dict):
+            raise DataError(f"a data source {obj!r} is not an object")
+        values = {f.name: obj[f.name] for f in fields(cls) if f.name in obj}
+        for f in fields(cls):
+            value = values.get(f.name)
+            expected = dict if f.name == "params" else str
+            if value is not None and not isinstance(value, expected) or value is None and f.name in ("kind", "ref"):
+                raise DataError(f"the data source field {f.name} {value!r} is not a {expected.__name__}")
+        if values["kind"] not in SOURCE_KINDS:
+            raise DataError(f"the data source kind {values['kind']!r} is not one of {', '.join(SOURCE_KINDS)}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,16 @@ class SplitSpec:
 
     @classmethod
     def from_json(cls, obj: dict) -> "SplitSpec":
-        return cls(DataSource.from_json(obj["source"]), obj.get("start", 0), obj.get("count"),
-                   obj.get("sample"), obj.get("seed", 0))
+        """A recorded split (DataError naming the field when it is not one)."""
+        if not isinstance(obj, dict) or "source" not in obj:
+            raise DataError(f"a split definition {str(obj)[:80]!r} has no source")
+        numbers = {"start": obj.get("start", 0), "count": obj.get("count"), "sample": obj.get("sample"),
+                   "seed": obj.get("seed", 0)}
+        for key, value in numbers.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise DataError(f"a split's {key} {value!r} is not a non-negative whole number")
+        return cls(DataSource.from_json(obj["source"]), numbers["start"] or 0, numbers["count"], numbers["sample"],
+                   numbers["seed"] or 0)
 
 
 @dataclass(frozen=True)

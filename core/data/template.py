@@ -64,7 +64,15 @@ class PromptFormat:
             return cls()
         if isinstance(obj, str):
             return cls("alpaca" if obj == PROMPT_TEMPLATE else "text", obj)
-        return cls(obj.get("kind", "alpaca"), obj.get("text") or "", obj.get("system"))
+        kind, text, system = (obj.get("kind", "alpaca"), obj.get("text") or "", obj.get("system")) \
+            if isinstance(obj, dict) else (None, None, None)
+        if kind not in (*TEMPLATE_KINDS, "text") or not isinstance(text, str) or \
+                not (system is None or isinstance(system, str)):
+            from overmem.errors import DataError
+
+            raise DataError(f"the prompt format {str(obj)[:80]!r} is not one overmem knows "
+                            f"({', '.join(TEMPLATE_KINDS)}, or a text holding {{instruction}})")
+        return cls(kind, text, system)
 
     @property
     def stops(self) -> tuple[str, ...]:

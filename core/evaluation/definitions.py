@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from overmem.data.answers import GOLD_FORMATS
 from overmem.data.loaders import SplitSpec, load_rows
 from overmem.data.template import PromptFormat
-from overmem.errors import DataError
+from overmem.errors import CorruptRun, DataError
+from overmem.rundir.names import safe_name
 from overmem.rundir import RunInfo, RunReader, canonical_split
 from overmem.rundir.io import atomic_write_json
 from overmem.rundir.records import STATUS_RUNNING
@@ -57,6 +59,8 @@ def define(reader: RunReader, changes: Definitions) -> RunInfo:
     """Record ``changes`` in the run's run.json (the overlay's for a Trainer folder) and
     return the run's info with them; nothing is written when there is nothing to change."""
     run = reader.snapshot()
+    if reader.info_problem:  # never written over: whoever wrote it should see what is wrong
+        raise CorruptRun(f"{reader.rundir.path}: {reader.info_problem}")
     if not changes.splits and not (run.info and run.info.data.get("splits")):
         raise DataError(f"{run.path} has no split definitions to evaluate on: give --split-file val=FILE "
                         f"(and test=FILE ...) once; overmem remembers them in {reader.rundir.run_json}")
@@ -80,10 +84,46 @@ def define(reader: RunReader, changes: Definitions) -> RunInfo:
                       prompt_template=template.to_json() if template is not None else own.prompt_template)
     if reader.rundir.exists():
         updated = replace(updated, updated=time.time())
-        atomic_write_json(reader.rundir.run_json, updated.to_json())
+        atomic_write_json(reader.rundir.within(reader.rundir.run_json), updated.to_json())
     else:
         reader.rundir.create(updated)
     return reader.snapshot().info
+
+
+def recorded_splits(info: RunInfo) -> dict[str, SplitSpec]:
+    """The splits a run.json defines, each checked (CorruptRun naming the split otherwise)."""
+    splits = info.data.get("splits") or {}
+    if not isinstance(splits, dict):
+        raise CorruptRun("run.json: data.splits is not an object")
+    out = {}
+    for name, spec in splits.items():
+        safe_name(name, "run.json: data.splits has a split name that", CorruptRun)
+        try:
+            out[canonical_split(name)] = SplitSpec.from_json(spec)
+        except DataError as exc:
+            raise CorruptRun(f"run.json: data.splits.{name}: {exc}") from exc
+    return out
+
+
+def recorded_answer(info: RunInfo) -> tuple[tuple[str, ...], bool]:
+    """How the run reads answers: its answer formats (in order) and whether a bare last number counts."""
+    answer = info.data.get("answer") or {}
+    formats = answer.get("formats") if isinstance(answer, dict) else None
+    if not isinstance(answer, dict) or not isinstance(formats or [], list) or \
+            not all(isinstance(f, str) and f in GOLD_FORMATS for f in formats or []):
+        raise CorruptRun(f"run.json: data.answer {answer!r} is not {{\"formats\": [{', '.join(GOLD_FORMATS)}], "
+                         "\"fallback\": true|false}")
+    return tuple(formats or ()), bool(answer.get("fallback", False))
+
+
+def recorded_max_len(info: RunInfo, default: int) -> int:
+    """The run's longest prompt + reference in tokens (``default`` when it recorded none)."""
+    value = info.hyperparameters.get("max_len")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+        raise CorruptRun(f"run.json: hyperparameters.max_len {value!r} is not a token count of at least 8")
+    return value
 
 
 def ordered(names) -> list[str]:

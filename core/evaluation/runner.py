@@ -19,11 +19,12 @@ from overmem.data.template import PromptFormat
 from overmem.errors import ClaimLost, CorruptRun, ModelError, UnknownCheckpoint, UnknownSplit
 from overmem.evaluation import perplexity
 from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
-from overmem.evaluation.definitions import Definitions, define, ordered
+from overmem.evaluation.definitions import (Definitions, define, ordered, recorded_answer, recorded_max_len,
+                                            recorded_splits)
 from overmem.evaluation.events import EvalEvent
 from overmem.evaluation.options import METRICS, EvalOptions  # noqa: F401 (METRICS re-exported)
 from overmem.models.loading import allow_remote_code
-from overmem.rundir import Metric, RunInfo, RunReader, canonical_split
+from overmem.rundir import Metric, RunInfo, RunReader
 from overmem.rundir.io import write_jsonl_atomic
 from overmem.rundir.layout import SPLITS_SIDECAR
 from overmem.rundir.samples import ROWS, GenSample, PplSample
@@ -44,10 +45,8 @@ class Evaluator:
         self.base = allow_remote_code(info.base_model, options.trust_remote_code)
         self.specs = self._split_specs(info)
         self.template = PromptFormat.from_json(info.prompt_template)
-        self.max_len = int(info.hyperparameters.get("max_len") or 2048)
-        answer = info.data.get("answer") or {}
-        self.trained_formats = tuple(answer.get("formats") or ())
-        self.answer_fallback = bool(answer.get("fallback", False))
+        self.max_len = recorded_max_len(info, 2048)
+        self.trained_formats, self.answer_fallback = recorded_answer(info)
         self._models = models
         self._generator = None
         self._rows: dict[str, list[dict]] = {}
@@ -57,7 +56,7 @@ class Evaluator:
 
     # -- setup -------------------------------------------------------------------
     def _split_specs(self, info: RunInfo) -> dict[str, SplitSpec]:
-        defined = {canonical_split(k): SplitSpec.from_json(v) for k, v in (info.data.get("splits") or {}).items()}
+        defined = recorded_splits(info)
         wanted = ordered(self.options.splits or defined)
         unknown = [s for s in wanted if s not in defined]
         if unknown:

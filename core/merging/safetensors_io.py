@@ -145,6 +145,20 @@ class TensorReader:
             return torch.empty(info.shape, dtype=dtype)
         return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
 
+    def ends(self, name: str, n: int) -> bytes:
+        """The first and last ``n`` bytes of a tensor's data (all of it when shorter), without
+        reading the rest: a cheap sample of what a model is."""
+        info = self.tensors[name]
+        start, end = self._offsets(info)
+        with open(info.file, "rb") as fh:
+            if end - start <= 2 * n:
+                fh.seek(start)
+                return fh.read(end - start)
+            fh.seek(start)
+            head = fh.read(n)
+            fh.seek(end - n)
+            return head + fh.read(n)
+
     def raw(self, name: str) -> bytes:
         """A tensor's bytes as stored (compared when carrying non-float tensors over)."""
         info = self.tensors[name]

@@ -15,9 +15,10 @@ from typing import Callable
 
 from overmem.data.answers import GOLD_FORMATS, answers_match, extract_answer
 from overmem.data.encoding import encode, encode_prompt
-from overmem.data.loaders import SplitSpec, select
+from overmem.data.loaders import select
 from overmem.data.template import PromptFormat
-from overmem.errors import UsageError
+from overmem.errors import CorruptRun, UsageError
+from overmem.evaluation.definitions import recorded_answer, recorded_max_len, recorded_splits
 from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
 from overmem.evaluation.models import HFModels
 from overmem.models.loading import allow_remote_code
@@ -84,6 +85,8 @@ class ProbeRunner:
         self.reader = RunReader(run_path)
         self.run = self.reader.snapshot()
         self.rundir = self.reader.rundir
+        if self.reader.info_problem:
+            raise CorruptRun(f"{self.rundir.path}: {self.reader.info_problem}")
         if self.run.info is None or not self.run.info.data.get("splits"):
             raise UsageError(f"{self.run.path} has no split definitions to probe on (overmem eval defines them)")
         self.info = self.run.info
@@ -91,13 +94,12 @@ class ProbeRunner:
         self.models = HFModels(self.base)
         self.tok = self.models.tokenizer
         self.template = PromptFormat.from_json(self.info.prompt_template)
-        answer = self.info.data.get("answer") or {}
-        formats = list(answer.get("formats") or ())
-        self.formats = tuple(dict.fromkeys(formats + list(GOLD_FORMATS)))
+        formats, _ = recorded_answer(self.info)
+        self.formats = tuple(dict.fromkeys(list(formats) + list(GOLD_FORMATS)))
         self.on_event = on_event or (lambda text: None)
-        specs = self.info.data["splits"]
+        specs = recorded_splits(self.info)
         self.probe_split = "test" if "test" in specs else "val"
-        rows = select(SplitSpec.from_json(specs[self.probe_split]))
+        rows = select(specs[self.probe_split])
         self.rows = [r for r in rows if r.get("answer") is not None][: options.limit or None]
         self._generator = None
         self._embedder = None
@@ -108,7 +110,7 @@ class ProbeRunner:
         if self._generator is None:
             self._generator = choose_generator(
                 self.options.backend, self.base, self.models, checkpoints=self.run.checkpoints,
-                max_len=int(self.info.hyperparameters.get("max_len") or 1024), max_new_tokens=self.options.max_new_tokens,
+                max_len=recorded_max_len(self.info, 1024), max_new_tokens=self.options.max_new_tokens,
                 batch_size=self.options.batch_size, stops=self.template.stops, seed=self.options.seed)
         return self._generator
 

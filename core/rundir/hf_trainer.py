@@ -156,9 +156,10 @@ def base_model(path: Path, folders: dict[int, Path]) -> dict:
 
 def _config_name(folder: Path) -> str | None:
     try:
-        return json.loads((folder / "config.json").read_text()).get("_name_or_path") or None
-    except (OSError, ValueError, AttributeError):
+        name = json.loads((folder / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
+    return name if isinstance(name, str) and name else None
 
 
 def _state(source: Path | None) -> dict:
@@ -278,6 +279,7 @@ def _folder_epoch(folder: Path | None) -> float | None:
         return None
     try:
         epoch = json.loads((folder / STATE).read_text()).get("epoch")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
-    return float(epoch) if isinstance(epoch, (int, float)) else None
+    ok = isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and math.isfinite(epoch)
+    return float(epoch) if ok else None

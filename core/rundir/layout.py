@@ -185,9 +185,8 @@ class RunDir:
 
     # -- selection ---------------------------------------------------------------
     def write_selection(self, name: str, exported_to: str | None = None) -> None:
-        io.atomic_write_json(
-            self.within(self.selection), {"checkpoint": safe_name(name, "checkpoint name"), "exported_to": exported_to, "time": time.time()}
-        )
+        record = {"checkpoint": safe_name(name, "checkpoint name"), "exported_to": exported_to, "time": time.time()}
+        io.atomic_write_json(self.within(self.selection), record)
 
     def read_selection(self) -> str | None:
         try:

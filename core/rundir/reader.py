@@ -113,6 +113,12 @@ class RunReader:
             return self._snapshot
         return None
 
+    @property
+    def info_problem(self) -> str | None:
+        """Why run.json (the overlay's, for a Trainer folder) cannot be read, or None."""
+        self.poll()
+        return self._info_problem
+
     def snapshot(self) -> Run:
         self.poll()
         assert self._snapshot is not None

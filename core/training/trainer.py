@@ -126,7 +126,8 @@ class Training:
         )
         self.rundir.create(info)
         if self.initial is not None:
-            self.model.save_pretrained(str(self.rundir.init_adapter), selected_adapters=["default"])
+            init = self.rundir.within(self.rundir.init_adapter)
+            self.model.save_pretrained(str(init), selected_adapters=["default"])
 
     # -- steps -------------------------------------------------------------------
     def _forward_backward(self, ddp, batch: list[int]) -> tuple[float, int]:
@@ -164,7 +165,7 @@ class Training:
         if self.initial is not None:
             extra.update(converted_from=self.cfg.method.name, init_adapter="init_adapter")
         info = CheckpointInfo(name, kind, epoch=epoch, step=global_step, extra=extra)
-        staging = resume_state.staging_dir(rd.state, global_step)
+        staging = resume_state.staging_dir(rd.within(rd.state), global_step)
         # sharded (FSDP): every process takes part in gathering the full states
         full = sharding.full_model_state(self.model) if self.cfg.fsdp else None
         optim = sharding.full_optimizer_state(self.model, self.optimizer) if self.cfg.fsdp else None

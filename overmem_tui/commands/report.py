@@ -14,12 +14,17 @@ def report(
     split: SplitOpt = None,
 ) -> None:
     """Figure and report: curves by phase, the recommendation, merges and probes."""
+    from overmem.errors import UsageError
     from overmem.report import write_report
     from overmem.rundir import load_run
+    from overmem.rundir.outputs import refuse_reason
+    from overmem.rundir.reader import run_dir_for
     from overmem.summary import require_metrics, summarize
 
     summary = require_metrics(summarize(load_run(run), split))
-    target = out or Path(summary.run.path) / "report.md"
+    target = out or run_dir_for(summary.run.path).path / "report.md"  # a Trainer folder's goes to its overlay
+    if out is not None and (reason := refuse_reason(out)):
+        raise UsageError(f"--out: {reason}; choose a file outside it")
     for path in write_report(summary, target):
         typer.echo(f"wrote {path}")
 
