@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from overmem.data.answers import GOLD_FORMATS
+from overmem.data.answers import EXTRACTORS
 from overmem.data.loaders import SplitSpec, load_rows
 from overmem.data.template import PromptFormat
 from overmem.errors import CorruptRun, DataError
@@ -110,8 +110,8 @@ def recorded_answer(info: RunInfo) -> tuple[tuple[str, ...], bool]:
     answer = info.data.get("answer") or {}
     formats = answer.get("formats") if isinstance(answer, dict) else None
     if not isinstance(answer, dict) or not isinstance(formats or [], list) or \
-            not all(isinstance(f, str) and f in GOLD_FORMATS for f in formats or []):
-        raise CorruptRun(f"run.json: data.answer {answer!r} is not {{\"formats\": [{', '.join(GOLD_FORMATS)}], "
+            not all(isinstance(f, str) and f in EXTRACTORS for f in formats or []):
+        raise CorruptRun(f"run.json: data.answer {answer!r} is not {{\"formats\": [{', '.join(EXTRACTORS)}], "
                          "\"fallback\": true|false}")
     return tuple(formats or ()), bool(answer.get("fallback", False))
 
