@@ -740,3 +740,17 @@ def test_run_json_fields_of_the_wrong_shape_are_one_line(run, change, code, mess
     line = _one_line_error(run_cli("eval", run, "--backend", "hf", "--max-new-tokens", "4"), code)
     assert message in line
     assert _tree(run) == before
+
+
+def test_4_an_export_of_a_trainer_checkpoint_is_overmems_and_can_be_replaced(run, tmp_path):
+    trainer = tmp_path / "trainer"
+    ckpt = trainer / "checkpoint-2"
+    shutil.copytree(run / "checkpoints" / "ep1", ckpt)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 2, "log_history": []}))
+    export = tmp_path / "export"
+    assert run_cli("select", trainer, "checkpoint-2", "--export", export).returncode == 0
+    again = run_cli("select", trainer, "checkpoint-2", "--export", export, "--force")
+    assert again.returncode == 0, again.stderr
+    assert "is a Trainer output folder" in _one_line_error(
+        run_cli("merge", "checkpoint-2", "ep0", "--run", trainer, "--out", ckpt, "--force"), 2)
+    assert (ckpt / "trainer_state.json").is_file()

@@ -214,7 +214,7 @@ class RunDir:
         folders and files of processes gone from this host, and the trainer's state staging
         (call it holding the training lease: then no trainer writes one). Returns their names."""
         removed = []
-        for folder in (self.path, self.checkpoints):
+        for folder in (self.path, self.within(self.checkpoints)):
             try:
                 entries = list(folder.iterdir())
             except FileNotFoundError:
@@ -226,10 +226,10 @@ class RunDir:
                 trainer_state = entry.name.startswith(f".{STATE}.staging-")
                 if not trainer_state and not process_gone(int(found.group(1))):
                     continue
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(self.within(entry), ignore_errors=True)
+                if entry.is_symlink() or not entry.is_dir():
+                    entry.unlink(missing_ok=True)  # a link goes, never what it points to
                 else:
-                    self.within(entry).unlink(missing_ok=True)
+                    shutil.rmtree(self.within(entry), ignore_errors=True)
                 removed.append(entry.name)
         return removed
 

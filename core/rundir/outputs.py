@@ -27,10 +27,11 @@ RUN_PARTS = frozenset({RUN_JSON, METRICS, SELECTION, CHECKPOINTS, SAMPLES, CLAIM
 
 
 def _is_run(path: Path) -> str | None:
-    """"an overmem run" or "a Trainer output folder" when ``path`` is one."""
+    """"overmem run" or "Trainer output folder" when ``path`` is one (an export of a Trainer
+    checkpoint holds its trainer_state.json but is overmem's output, not a run)."""
     if (path / RUN_JSON).is_file():
         return "overmem run"
-    if hf_trainer.is_trainer_folder(path):
+    if hf_trainer.is_trainer_folder(path) and not (path / MARKER).is_file():
         return "Trainer output folder"
     return None
 
@@ -65,8 +66,10 @@ def refuse_reason(target: str | os.PathLike) -> str | None:
 
 
 def _holds_a_run(folder: Path) -> Path | None:
+    """A run inside an output folder of overmem's (its own top may hold an exported
+    checkpoint's trainer_state.json, never a run.json)."""
     for root, dirs, files in os.walk(folder):
-        if RUN_JSON in files or hf_trainer.STATE in files:
+        if RUN_JSON in files or (hf_trainer.STATE in files and Path(root) != folder):
             return Path(root)
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
     return None
