@@ -48,7 +48,9 @@ def advise(points: Sequence[Point], split: str | None, t: Thresholds = Threshold
     if not points or all(p.ppl is None and p.acc is None for p in points):
         reasons.append(f"no checkpoint has metrics {where} yet: nothing to recommend")
     elif not phases.learned:
-        reasons.append(_never_learned(phases, split))
+        waiting = [p.name for p in points if p.acc is None and p.ppl is not None]
+        reasons.append((f"waiting for the accuracy of {', '.join(waiting)}; so far " if waiting else "")
+                       + _never_learned(phases, split))
     elif not full:
         recommended = _fallback(points, split, reasons)
     else:

@@ -213,7 +213,8 @@ def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
     position = {p.name: i for i, p in enumerate(trajectory)}
     min_index = position.get(min_p.name, -1) if min_p else -1
     base = next((p for p in trajectory if p.base and p.acc is not None), None)
-    learned = best_p is None or rose_above(best_p, base, t)
+    # only once a finetuned checkpoint has accuracy can it have failed to rise above the base
+    learned = best_p is None or not any(not p.base for p in with_acc) or rose_above(best_p, base, t)
     high = {
         p.name: learned and accuracy_is_high(p.acc, p.n, best_p.acc, best_p.n, t)
         for p in points

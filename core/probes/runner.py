@@ -59,10 +59,11 @@ def resolve_checkpoints(run, names: list[str]) -> list[str]:
     out = []
     for name in names:
         if name == "recommended":
-            rec = summarize(run).advice.recommended
-            if rec is None:
-                raise UsageError("no recommendation yet (evaluate the run first)")
-            name = rec
+            advice = summarize(run).advice
+            if advice.recommended is None:
+                why = advice.reasons[0] if advice.reasons else "evaluate the run first"
+                raise UsageError(f"no checkpoint is recommended ({why}); name checkpoints with --checkpoints")
+            name = advice.recommended
         elif name == "latest":
             trained = [c for c in run.checkpoints if c.on_trajectory and c.kind != "base"]
             if not trained:

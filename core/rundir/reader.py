@@ -17,14 +17,7 @@ from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
 from overmem.rundir.io import JsonlTail, read_json
 from overmem.rundir.layout import CHECKPOINT_JSON, RUN_JSON, RunDir
-from overmem.rundir.records import (
-    KIND_BASE,
-    CheckpointInfo,
-    Metric,
-    Run,
-    RunInfo,
-    TrainLog,
-)
+from overmem.rundir.records import KIND_BASE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
 from overmem.rundir.lines import add_train_record, record_from_json
 from overmem.rundir.names import is_safe_name, unsafe_reason
