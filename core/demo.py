@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 from overmem.errors import OutputExists, OvermemError, UsageError
-from overmem.rundir import RunDir
 from overmem.rundir.outputs import check_new_run, mark_output, read_marker
 from overmem.evaluation.runner import EvalOptions, Evaluator
 from overmem.rundir import load_run
@@ -91,25 +90,8 @@ def prepare(settings: DemoSettings) -> None:
 
 
 def _previous_demo(out: Path) -> bool:
-    """A folder the demo wrote: its marker, or (demos before the marker) the tiny preset's run on
-    synthetic-math, or a sweep folder holding only such runs."""
-    if out.is_symlink():
-        return True
-    if not out.is_dir():
-        return False
-    if (read_marker(out) or {}).get("kind") == "demo":
-        return True
-
-    def tiny_run(path: Path) -> bool:
-        try:
-            info = RunDir(path).read_info()
-        except OvermemError:
-            return False
-        fit = (info.data.get("fit") or {}).get("source") or {}
-        return info.base_model.get("id") == "tiny" and fit.get("ref") == "synthetic-math"
-
-    children = [c for c in out.iterdir() if not c.name.startswith(".")]
-    return tiny_run(out) or bool(children) and all(c.is_dir() and tiny_run(c) for c in children)
+    """A folder an earlier demo wrote (its output marker says so), or a link (only the link goes)."""
+    return out.is_symlink() or out.is_dir() and (read_marker(out) or {}).get("kind") == "demo"
 
 
 def train_config(settings: DemoSettings, run_dir: Path, lr: float):

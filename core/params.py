@@ -3,10 +3,10 @@ type, default, range and help; the CLI, validation and the records all read it."
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from overmem.errors import UsageError
+from overmem.rundir.fields import finite
 
 
 def option_problem(option: str, value, kind: type, *, low: float | None = None, low_open: bool = False,
@@ -17,7 +17,9 @@ def option_problem(option: str, value, kind: type, *, low: float | None = None, 
         return None if isinstance(value, bool) else f"{option} must be true or false, got {value!r}"
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         return f"{option} must be a whole number, got {value!r}"
-    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+    if kind is int and abs(value) >= 2**53:
+        return f"{option} must be below 2**53, got a number of {len(str(abs(value)))} digits"
+    if kind is float and not finite(value):
         return f"{option} must be a finite number, got {value!r}"
     if kind is str and not isinstance(value, str):
         return f"{option} must be text, got {value!r}"
@@ -48,9 +50,11 @@ class Param:
         kind = type(self.default)
         try:
             parsed = kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UsageError(f"{self.name} must be a{'n integer' if kind is int else ' number'}, got {value!r}") \
                 from None
+        if not finite(parsed):
+            raise UsageError(f"{self.name} must be a finite number, got {value!r}")
         if (self.low is not None and parsed < self.low) or (self.high is not None and parsed > self.high):
             raise UsageError(f"{self.name} must be in [{self.low}, {self.high}], got {value!r}")
         return parsed

@@ -15,6 +15,7 @@ from overmem.summary import Summary
 from overmem.table import MARK_LEGEND, PALETTE, fmt_pct, fmt_ppl, markdown_table, table_model, x_of
 from overmem.units import pct
 
+SIGNATURE = "overmem report"  # in every report file, so a later report replaces only its own
 FORMATS = (".png", ".svg", ".md", ".html")
 
 
@@ -102,7 +103,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
                    fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1 - 0.25 / height))
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.3 + 0.17 * -(-len(legend) // 4)) / height))
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi)
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software" if fmt == "png" else "Creator": SIGNATURE})
     plt.close(fig)
     return buf.getvalue()
 
@@ -126,7 +127,7 @@ def merge_results(summary: Summary) -> list[str]:
 
 def markdown(summary: Summary, figure: str | None = None) -> str:
     advice, run = summary.advice, summary.run
-    out = [f"# overmem report: {run.name}", ""]
+    out = [f"# {SIGNATURE}: {run.name}", ""]
     if run.info:
         m = run.info.method
         out.append(f"base `{run.info.base_model.get('id')}` · method {m.get('name')} · loss {run.info.loss} · "
@@ -181,11 +182,26 @@ def html_report(summary: Summary) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{text}</body></html>"
 
 
+def _check_replaceable(paths: list[Path]) -> None:
+    """A report replaces only an earlier report: a file that carries overmem's signature."""
+    for path in paths:
+        if path.is_symlink() or path.exists() and not (path.is_file() and SIGNATURE.encode() in _head(path)):
+            raise UsageError(f"--out: {path} exists and is not a report overmem wrote; remove it yourself or choose "
+                             "another --out")
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(65536)
+
+
 def write_report(summary: Summary, out: Path) -> list[Path]:
-    """Write the report in the format of ``out``'s suffix; Markdown also writes its PNG figure."""
+    """Write the report in the format of ``out``'s suffix; Markdown also writes its PNG figure.
+    An existing file is replaced only when it is an earlier report of overmem's."""
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise UsageError(f"--out must end with one of {', '.join(FORMATS)}")
+    _check_replaceable([out] if suffix != ".md" else [out, out.with_suffix(".png")])
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix in (".png", ".svg"):
         atomic_write_bytes(out, figure_bytes(summary, suffix[1:]))

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from overmem.errors import UnknownCheckpoint, UsageError
+from overmem.errors import CorruptRun, UnknownCheckpoint, UsageError
 from overmem.rundir import RunDir, load_run
 from overmem.rundir.io import swap_in, temp_sibling
 from overmem.rundir.names import safe_name
@@ -39,6 +39,8 @@ def select_checkpoint(
         target = check_output(export, force=force, option="--export")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(target, "export")
+        if not link:
+            _links_stay_inside(ckpt.path)
         if link:
             os.symlink(ckpt.path, tmp)
         else:
@@ -52,3 +54,15 @@ def select_checkpoint(
     if run.source == SOURCE_OVERMEM:
         RunDir(run.path).write_selection(name, str(target) if target else None)
     return target
+
+
+def _links_stay_inside(folder: Path) -> None:
+    """A copy follows links, so a checkpoint folder whose links lead out of it is not copied
+    (it would copy whatever they point to: a key, a home folder, the whole disk)."""
+    root = folder.resolve()
+    for current, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            entry = Path(current) / name
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise CorruptRun(f"{entry} is a link to {entry.resolve()}, outside the checkpoint; not exported "
+                                 "(export with --link, or remove the link)")

@@ -99,7 +99,10 @@ def require_metrics(summary: Summary) -> Summary:
     """Raise EmptyRun when there is nothing to decide on."""
     if not summary.splits:
         what = "no checkpoints" if not summary.run.checkpoints else "no evaluated metrics"
-        raise EmptyRun(f"{summary.run.path} has {what} yet (run: overmem eval {summary.run.path})")
+        problems = summary.run.problems
+        why = (f"; {len(problems)} record(s) could not be used, first: {problems[0]}" if problems else
+               f" yet (run: overmem eval {summary.run.path})")
+        raise EmptyRun(f"{summary.run.path} has {what}{why}")
     return summary
 
 

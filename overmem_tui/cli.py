@@ -25,7 +25,9 @@ def _debug() -> bool:
 
 
 def report_error(message: str, code: int) -> None:
-    text = " ".join(str(message).split())
+    from overmem.rundir.names import printable
+
+    text = printable(" ".join(str(message).split()))
     typer.echo(f"overmem: error: {text}", err=True)
     sys.exit(code)
 

@@ -24,6 +24,20 @@ def training_progress() -> Progress:
     )
 
 
+def stop(progress: Progress) -> None:
+    """Stop a display that was started (with its first bar): one that never showed a bar leaves
+    no empty line behind, so an error that ends the job before any work is the only line."""
+    if progress.live.is_started:
+        progress.stop()
+
+
+def add_task(progress: Progress, *args, **kwargs) -> int:
+    """A new bar, starting the display with the first one."""
+    if not progress.live.is_started:
+        progress.start()
+    return progress.add_task(*args, **kwargs)
+
+
 class TrainDisplay:
     """Turns TrainEvents into a progress bar and printed notes."""
 
@@ -32,16 +46,15 @@ class TrainDisplay:
         self.task = None
 
     def __enter__(self) -> "TrainDisplay":
-        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        stop(self.progress)
 
     def __call__(self, event) -> None:
         if event.kind == "start":
             self.progress.console.print(f"[dim]{event.text}[/]")
-            self.task = self.progress.add_task("train", total=event.total_steps, completed=event.step,
+            self.task = add_task(self.progress, "train", total=event.total_steps, completed=event.step,
                                                epoch=0.0, loss="-", rate="-")
         elif event.kind == "step" and self.task is not None:
             self.progress.update(self.task, completed=event.step, epoch=event.epoch, loss=f"{event.loss:.4f}",
@@ -67,18 +80,17 @@ class EvalDisplay:
         self.tasks: dict[tuple, int] = {}
 
     def __enter__(self) -> "EvalDisplay":
-        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        stop(self.progress)
 
     def __call__(self, event) -> None:
         if event.kind == "progress":
             key = (event.checkpoint, event.split, event.part)
             if key not in self.tasks:
                 label = f"{event.checkpoint} {event.split} {event.part}"
-                self.tasks[key] = self.progress.add_task(label, total=event.total)
+                self.tasks[key] = add_task(self.progress, label, total=event.total)
             self.progress.update(self.tasks[key], completed=event.done)
         elif event.kind in ("note", "skip"):
             self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {event.text}")
@@ -99,13 +111,12 @@ class MergeDisplay:
         self.task = None
 
     def __enter__(self):
-        self.progress.start()
         return self.update
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        stop(self.progress)
 
     def update(self, done: int, total: int, name: str) -> None:
         if self.task is None:
-            self.task = self.progress.add_task("merge", total=total, name="")
+            self.task = add_task(self.progress, "merge", total=total, name="")
         self.progress.update(self.task, completed=done, name=name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from overmem.phases import Phase, Point, Thresholds
+from overmem.phases import Phase, Point
 from overmem.advice import advise
 from overmem.rundir import RunDir, load_run
 from tests.helpers import ROOT, read_jsonl, run_cli
@@ -754,3 +754,194 @@ def test_4_an_export_of_a_trainer_checkpoint_is_overmems_and_can_be_replaced(run
     assert "is a Trainer output folder" in _one_line_error(
         run_cli("merge", "checkpoint-2", "ep0", "--run", trainer, "--out", ckpt, "--force"), 2)
     assert (ckpt / "trainer_state.json").is_file()
+
+
+# ---------------------------------------------------------------------------------
+# a second attack (links planted at temporary names, overlays, odd numbers and nesting)
+# ---------------------------------------------------------------------------------
+
+def test_a_link_planted_at_a_temporary_name_is_never_written_through(run, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    from overmem.rundir.io import atomic_write_json, temp_sibling
+
+    target = run / "selection.json"
+    os.symlink(victim, temp_sibling(target))  # the name this process would write first
+    atomic_write_json(target, {"checkpoint": "ep1"})
+    assert victim.read_text() == "mine" and json.loads(target.read_text()) == {"checkpoint": "ep1"}
+
+
+def test_links_for_the_lock_and_the_overlay_are_refused(run, tmp_path):
+    outside = tmp_path / "outside"
+    (run / ".lock").unlink(missing_ok=True)  # the trained run's own lock file
+    os.symlink(outside / "lock", run / ".lock")
+    _one_line_error(run_cli("train", "--out", run, "--resume"), 1)
+    assert not (outside / "lock").exists()
+    trainer = tmp_path / "trainer"
+    shutil.copytree(run / "checkpoints" / "ep1", trainer / "checkpoint-2")
+    (trainer / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": []}))
+    outside.mkdir()
+    os.symlink(outside, trainer / "overmem")
+    line = _one_line_error(run_cli("report", trainer), 3)
+    assert "is a link" in line and list(outside.iterdir()) == []
+
+
+def test_the_demo_replaces_only_its_own_folder_and_train_never_writes_into_a_trainer_folder(run, tmp_path):
+    mine = tmp_path / "project"
+    shutil.copytree(run, mine / "myrun")
+    (mine / ".git").mkdir()
+    line = _one_line_error(run_cli("demo", "--out", mine, "--force", "--no-watch", "--epochs", "1"), 2)
+    assert "replaces only a previous demo's folder" in line and (mine / ".git").is_dir()
+    line = _one_line_error(run_cli("demo", "--out", run, "--force", "--no-watch", "--epochs", "1"), 2)
+    assert (run / "run.json").is_file()
+    trainer = tmp_path / "trainer"
+    shutil.copytree(run / "checkpoints" / "ep1", trainer / "checkpoint-2")
+    (trainer / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": []}))
+    line = _one_line_error(run_cli(*_train_cmd(trainer)[3:]), 2)
+    assert "is a Trainer output folder" in line and not (trainer / "run.json").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "is a file" in _one_line_error(run_cli(*_train_cmd(afile)[3:]), 2)
+
+
+def test_a_report_replaces_only_an_earlier_report(run, tmp_path):
+    _records = [_metric(f"ep{i}", "val", m, v) for i in range(4) for m, v in (("ppl", 3.0 - i * 0.3), ("acc", 0.2 * i))]
+    (run / "metrics.jsonl").write_text("\n".join(_records) + "\n")
+    notes = tmp_path / "notes.png"
+    notes.write_text("mine")
+    assert "is not a report overmem wrote" in _one_line_error(run_cli("report", run, "--out", tmp_path / "notes.md"), 2)
+    assert notes.read_text() == "mine"
+    out = tmp_path / "r.md"
+    assert run_cli("report", run, "--out", out).returncode == 0
+    assert run_cli("report", run, "--out", out).returncode == 0  # its own earlier report
+
+
+def test_links_out_of_a_checkpoint_are_not_followed(run, tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("key")
+    os.symlink(secret, run / "checkpoints" / "ep2" / "leak")
+    line = _one_line_error(run_cli("select", run, "ep2", "--export", tmp_path / "export"), 3)
+    assert "outside the checkpoint; not exported" in line and not (tmp_path / "export").exists()
+    trainer = tmp_path / "trainer"
+    shutil.copytree(run / "checkpoints" / "ep1", trainer / "checkpoint-2")
+    (trainer / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": []}))
+    os.symlink(run / "checkpoints" / "ep3", trainer / "checkpoint-6")
+    loaded = load_run(trainer)
+    assert "checkpoint-6" not in [c.name for c in loaded.checkpoints]
+    assert any("checkpoint-6 is a link to" in p for p in loaded.problems)
+
+
+def test_a_shard_index_naming_files_outside_the_checkpoint_is_refused(run, tmp_path):
+    from overmem.errors import CorruptFile
+    from overmem.merging.format import check_weights
+
+    folder = run / "checkpoints" / "ep1"
+    names = _tensors(json.loads((folder / "adapter_model.safetensors").read_bytes()[8:8 + int.from_bytes(
+        (folder / "adapter_model.safetensors").read_bytes()[:8], "little")]))
+    index = folder / "adapter_model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {n: "../../../elsewhere.safetensors" for n in names}}))
+    with pytest.raises(CorruptFile, match="holds a path separator"):
+        check_weights(folder)
+    index.write_text(json.dumps({"weight_map": {n: "adapter_model.safetensors" for n in names} | {"x": "other"}}))
+    with pytest.raises(CorruptFile, match="'other' of tensor 'x' is not in the folder"):
+        check_weights(folder)
+
+
+BIG = 10**400
+
+
+@pytest.mark.parametrize("record", [
+    {"type": "metric", "checkpoint": "ep1", "split": "val", "metric": "acc", "value": 0.5, "n": BIG},
+    {"type": "metric", "checkpoint": "ep1", "split": "val", "metric": "acc", "value": 0.5, "time": BIG},
+    {"type": "metric", "checkpoint": "ep1", "split": "val", "metric": "ppl", "value": BIG},
+    {"type": "train", "step": BIG, "epoch": 1, "loss": 1.0, "lr": 0.1},
+    {"type": "resume", "step": BIG, "checkpoint": "ep1"},
+])
+def test_numbers_beyond_the_float_range_are_problems(run, record):
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    assert any("is not" in p for p in load_run(run).problems)
+    assert run_cli("recommend", run, "--json").returncode == 3
+
+
+@pytest.mark.parametrize("where", ["selection.json", "claims/ep1.json", "state/progress.json",
+                                   "checkpoints/ep1/adapter_config.json"])
+def test_deeply_nested_json_is_bad_json(run, where):
+    (run / where).parent.mkdir(exist_ok=True)
+    (run / where).write_text("[" * 100_000 + "]" * 100_000)
+    for command in (["recommend", run], ["train", "--out", run, "--resume"],
+                    ["merge", "ep1", "ep2", "--run", run, "--out", run.parent / "m"]):
+        result = run_cli(*command)
+        assert "unexpected" not in result.stderr and "Traceback" not in result.stderr, (command, result.stderr)
+
+
+@pytest.mark.parametrize("part,content", [("optimizer.pt", b"garbage"), ("trainable.safetensors", b"garbage"),
+                                          ("scheduler.pt", b"garbage"), ("python-rng-rank0.json", b"{")])
+def test_a_bad_saved_state_is_one_line_and_changes_nothing(run, part, content):
+    (run / "state" / part).write_bytes(content)
+    # the state at ep2, so resuming has an epoch left to train (ep3 is then retrained)
+    progress = json.loads((run / "state" / "progress.json").read_text())
+    assert progress["checkpoint"] == "ep3"
+    line = _one_line_error(run_cli("train", "--out", run, "--resume"), 3)
+    assert "cannot resume from the saved state" in line
+    assert load_run(run).status == "finished"
+
+
+def test_a_resume_point_two_checkpoints_back_is_refused(run):
+    _edit_json(run / "state" / "progress.json", epoch=1, step_in_epoch=0, global_step=2, checkpoint="ep1")
+    line = _one_line_error(run_cli("train", "--out", run, "--resume"), 3)
+    assert "ep2, ep3 were saved after it" in line
+
+
+@pytest.mark.parametrize("change,message", [({"r": 0}, "r 0"), ({"r": "four"}, "r 'four'"),
+                                            ({"lora_alpha": float("nan")}, "lora_alpha nan"),
+                                            ({"peft_type": "IA3"}, "peft_type 'IA3' is not LORA"),
+                                            ({"base_model_name_or_path": ["x"]}, "base_model_name_or_path ['x']")])
+def test_an_adapter_config_of_the_wrong_shape_is_one_line(run, change, message):
+    _edit_json(run / "checkpoints" / "ep1" / "adapter_config.json", **change)
+    line = _one_line_error(run_cli("merge", "ep1", "ep2", "--run", run), 3)
+    assert message in line
+    line = _one_line_error(run_cli("eval", run, "--checkpoints", "ep1", "--backend", "hf", "--limit", "1",
+                                   "--max-new-tokens", "2", "--metrics", "ppl"), 3)
+    assert message in line
+
+
+@pytest.mark.parametrize("args,message", [
+    (["merge", "ep1", "ep2", "--run", "{run}", "--method", "ties", "--param", "density=nan"], "density"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--weights", "-1e308,1e308"], "is not finite"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--shard-size", "0"], "--shard-size must be at least 1"),
+    (["probe", "{run}", "--n-samples", "99999999999"], "--n-samples must be at most 1000"),
+    (["probe", "{run}", "--temperature", "nan"], "--temperature must be a finite number"),
+    (["train", "--out", "{run}x", "--model", "tiny", "--data", "synthetic-math", "--rank", "99999999999999999999999"],
+     "--rank must be"),
+    (["train", "--out", "{run}x", "--model", "tiny", "--data", "synthetic-math", "--epochs", "99999999999999"],
+     "--epochs must be at most 100000"),
+    (["eval", "{run}", "--split-file", "x=/dev/zero"], "is neither a data file nor a folder"),
+])
+def test_numbers_and_files_out_of_range_are_refused_before_work(run, args, message):
+    line = _one_line_error(run_cli(*[a.format(run=run) for a in args]), 2)
+    assert message in line
+    assert not (run / "checkpoints" / "merge-ep1+ep2").exists()
+
+
+def test_escape_sequences_in_names_are_shown_escaped(run):
+    (run / "checkpoints" / "ep\x1b[31mred").mkdir()
+    result = run_cli("recommend", run)
+    assert "\x1b[31m" not in result.stdout + result.stderr and "\\x1b[31m" in result.stdout + result.stderr
+
+
+def test_a_run_whose_every_record_is_invalid_says_so(tmp_path):
+    trainer = tmp_path / "trainer"
+    (trainer / "checkpoint-2").mkdir(parents=True)
+    (trainer / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 2, "log_history": [
+        {"step": 2, "epoch": 1.0, "eval_loss": -800, "eval_accuracy": 250}]}))
+    line = _one_line_error(run_cli("recommend", trainer, "--json"), 3)
+    assert "could not be used" in line and "is below 1" in line
+
+
+def test_a_prompt_format_without_a_place_for_the_question_is_refused(run):
+    info = json.loads((run / "run.json").read_text())
+    info["prompt_template"] = {"a": 1}
+    (run / "run.json").write_text(json.dumps(info))
+    assert "the prompt format" in _one_line_error(run_cli("eval", run, "--backend", "hf"), 2)

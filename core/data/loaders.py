@@ -167,7 +167,9 @@ def _data_files(path: Path) -> tuple[str, list[str]]:
         if fmt is None:
             raise DataError(f"{path}: unsupported file type (use {', '.join(FILE_FORMATS)})")
         return fmt, [str(path)]
-    files = sorted(f for f in path.iterdir() if f.suffix.lower() in FILE_FORMATS)
+    if not path.is_dir():
+        raise DataError(f"{path} is neither a data file nor a folder of them")
+    files = sorted(f for f in path.iterdir() if f.suffix.lower() in FILE_FORMATS and f.is_file())
     if not files:
         raise DataError(f"{path}: folder holds no {'/'.join(FILE_FORMATS)} files")
     formats = {FILE_FORMATS[f.suffix.lower()] for f in files}

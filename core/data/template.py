@@ -63,11 +63,12 @@ class PromptFormat:
         if not obj:
             return cls()
         if isinstance(obj, str):
-            return cls("alpaca" if obj == PROMPT_TEMPLATE else "text", obj)
+            obj = {"kind": "alpaca" if obj == PROMPT_TEMPLATE else "text", "text": obj}
         kind, text, system = (obj.get("kind", "alpaca"), obj.get("text") or "", obj.get("system")) \
             if isinstance(obj, dict) else (None, None, None)
         if kind not in (*TEMPLATE_KINDS, "text") or not isinstance(text, str) or \
-                not (system is None or isinstance(system, str)):
+                not (system is None or isinstance(system, str)) or \
+                kind in ("alpaca", "text") and "{instruction}" not in text or not isinstance(obj.get("kind"), str):
             from overmem.errors import DataError
 
             raise DataError(f"the prompt format {str(obj)[:80]!r} is not one overmem knows "

@@ -29,6 +29,7 @@ from overmem.rundir.io import write_jsonl_atomic
 from overmem.rundir.layout import SPLITS_SIDECAR
 from overmem.rundir.samples import ROWS, GenSample, PplSample
 from overmem.merging.format import check_weights
+from overmem.rundir.checkpoint import adapter_config, is_adapter
 from overmem.rundir.records import KIND_BASE, STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 class Evaluator:
@@ -202,6 +203,8 @@ class Evaluator:
         need = list(need)
         if ckpt.kind != KIND_BASE and ckpt.path is not None:
             check_weights(ckpt.path)  # a tampered header is one line naming the file, before any library maps it
+            if is_adapter(ckpt.path):
+                adapter_config(ckpt.path)  # its fields too
         records: list[Metric] = []
         gen = self.generator() if any(m == "acc" for _, m in need) else None
         if gen is not None and (reason := gen.serves(ckpt)):

@@ -97,7 +97,7 @@ class LoraDelta(Delta):
             raise MergeError(f"{label}: adapters with modules_to_save are not supported")
         if self.config.get("use_dora"):
             raise MergeError(f"{label}: DoRA adapters are not a weight delta B@A")
-        r, alpha = int(self.config["r"]), float(self.config["lora_alpha"])
+        r, alpha = int(self.config.get("r", 8)), float(self.config.get("lora_alpha", 8))  # PEFT's defaults
         self.scale = alpha / (r**0.5) if self.config.get("use_rslora") else alpha / r
         if self.config.get("rank_pattern") or self.config.get("alpha_pattern"):
             raise MergeError(f"{label}: adapters with rank_pattern/alpha_pattern are not supported")

@@ -105,7 +105,28 @@ def check_header(header, data_size: int, path) -> None:
 
 
 def check_weights(folder: Path) -> None:
-    """Validate the header of every safetensors file of a model or adapter folder before a
-    library maps it (CorruptFile naming the file and the tensor)."""
-    for file in sorted(Path(folder).glob("*.safetensors")):
-        read_header(file)
+    """Validate a model or adapter folder before a library maps it (CorruptFile naming the file
+    and the tensor): every safetensors header, and a shard index that names only files of the
+    folder itself, each there, and every tensor in the shard it names."""
+    folder = Path(folder)
+    headers = {file.name: read_header(file) for file in sorted(folder.glob("*.safetensors"))}
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        check_index(index, headers)
+
+
+def check_index(index: Path, headers: dict[str, dict]) -> None:
+    from overmem.rundir.io import parse_json
+    from overmem.rundir.names import safe_name
+
+    try:
+        weight_map = parse_json(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise ValueError("weight_map is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptFile(f"{index}: unreadable index ({exc})") from exc
+    for tensor, file in weight_map.items():
+        safe_name(file, f"{index}: the shard file of {tensor!r},", CorruptFile)
+        if file not in headers:
+            raise CorruptFile(f"{index}: the shard {file!r} of tensor {tensor!r} is not in the folder")
+        if tensor not in headers[file]:
+            raise CorruptFile(f"{index}: tensor {tensor!r} is not in its shard {file}")

@@ -7,13 +7,13 @@ the inputs, or the output exists without ``force``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from overmem.rundir.io import parse_json
 from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
 from overmem.merging.bases import base_ref_of, local_base, same_base
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
@@ -157,7 +157,7 @@ def _replaceable_record(folder: Path, name: str, run_path: Path, force: bool) ->
     if not force:
         raise OutputExists(f"checkpoint {name} already exists in {run_path} (use --force to replace it)")
     try:
-        kind = json.loads((folder / CHECKPOINT_JSON).read_text()).get("kind")
+        kind = parse_json((folder / CHECKPOINT_JSON).read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind != KIND_MERGE:

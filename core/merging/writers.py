@@ -53,6 +53,7 @@ def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, prog
             else:
                 delta = combine([d(name) for d in deltas], list(plan.weights), **plan.params)
                 merged = original if delta is None else (original.to(torch.float32) + delta).to(original.dtype)
+            _finite(merged, name)
             done += writer.write(name, merged)
             del merged, original
             if progress:
@@ -105,8 +106,8 @@ def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, p
                 As.append(f[0])
                 Bs.append(f[1] * w)
         prefix = "base_model.model." + name[: -len(".weight")]
-        out[f"{prefix}.lora_A.weight"] = torch.cat(As, 0).contiguous()
-        out[f"{prefix}.lora_B.weight"] = torch.cat(Bs, 1).contiguous()
+        out[f"{prefix}.lora_A.weight"] = _finite(torch.cat(As, 0).contiguous(), name)
+        out[f"{prefix}.lora_B.weight"] = _finite(torch.cat(Bs, 1).contiguous(), name)
         if progress:
             progress(i + 1, len(names), name)
     save_file(out, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
@@ -115,6 +116,16 @@ def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, p
     config.update(r=rank, lora_alpha=rank, use_rslora=False, target_modules=targets, init_lora_weights=True,
                   lora_dropout=0.0, base_model_name_or_path=plan.base_ref)
     (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
+
+
+def _finite(tensor, name: str):
+    """The tensor, unless the weights or the inputs made it NaN or infinite (nothing is written then)."""
+    import torch
+
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise MergeError(f"the merged {name} is not finite (NaN or infinity): the weights or an input's values "
+                         "overflow; nothing was written")
+    return tensor
 
 
 def check_dtypes(base: TensorReader, deltas: list[Delta]) -> None:

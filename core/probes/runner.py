@@ -22,6 +22,7 @@ from overmem.evaluation.definitions import recorded_answer, recorded_max_len, re
 from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
 from overmem.evaluation.models import HFModels
 from overmem.models.loading import allow_remote_code
+from overmem.params import require
 from overmem.probes.base import ProbeContext
 from overmem.probes.metrics import bootstrap_interval
 from overmem.probes.mia import token_scores  # noqa: F401 (re-exported for callers of the earlier API)
@@ -50,6 +51,17 @@ class ProbeOptions:
     seed: int = 0
     bootstrap: int = 200  # resamples for the 95% intervals
     trust_remote_code: bool = False  # this invocation allows a model folder's own code (never the run's record)
+
+    def validate(self) -> "ProbeOptions":
+        """UsageError for the first option out of range, before any model loads."""
+        for option, value, high in (("--n-samples", self.n_samples, 1000), ("--limit", self.limit, None),
+                                    ("--mia-size", self.mia_size, None), ("--bins", self.ece_bins, 1000),
+                                    ("--max-new-tokens", self.max_new_tokens, None),
+                                    ("--batch-size", self.batch_size, None), ("bootstrap", self.bootstrap, None)):
+            require(option, value, int, low=1, high=high)
+        require("--temperature", self.temperature, float, low=0, low_open=True, high=100)
+        require("--min-k", self.min_k, float, low=0, low_open=True, high=1)
+        return self
 
 
 def resolve_checkpoints(run, names: list[str]) -> list[str]:
@@ -82,7 +94,7 @@ class ProbeRunner:
         if "ood" in options.probes and not options.ood:
             probes = [p for p in probes if p.name != "ood"]
         self.probes = probes
-        self.options = options
+        self.options = options.validate()
         self.reader = RunReader(run_path)
         self.run = self.reader.snapshot()
         self.rundir = self.reader.rundir

@@ -6,10 +6,11 @@ adapter's ``adapter_config.json`` is parsed here and nowhere else.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from overmem.errors import ModelError
+from overmem.rundir.io import parse_json
+from overmem.errors import CorruptFile, ModelError, OvermemError
+from overmem.rundir.fields import finite, shown
 from overmem.rundir.records import KIND_BASE, CheckpointInfo
 
 FORMAT_BASE, FORMAT_ADAPTER, FORMAT_FULL = "base", "adapter", "full"
@@ -41,19 +42,42 @@ def is_adapter(path: Path | None) -> bool:
 def adapter_config(path: Path) -> dict:
     """The adapter's config (ModelError, one line, when it cannot be read)."""
     try:
-        obj = json.loads((path / ADAPTER_CONFIG).read_text())
+        obj = parse_json((path / ADAPTER_CONFIG).read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path / ADAPTER_CONFIG}: {exc}") from exc
     if not isinstance(obj, dict):
         raise ModelError(f"{path / ADAPTER_CONFIG} is not a JSON object")
+    problem = _adapter_problem(obj)
+    if problem:
+        raise CorruptFile(f"{path / ADAPTER_CONFIG}: {problem}")
     return obj
+
+
+def _adapter_problem(obj: dict) -> str | None:
+    """Why an adapter config is no LoRA overmem can load and merge exactly, or None."""
+    peft_type = obj.get("peft_type", "LORA")
+    if peft_type != "LORA":
+        return f"peft_type {shown(peft_type)} is not LORA (overmem merges and serves LoRA-family adapters)"
+    checks = [
+        ("r", obj.get("r", 8), lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**20),
+        ("lora_alpha", obj.get("lora_alpha", 8), lambda v: finite(v) and v > 0),
+        ("lora_dropout", obj.get("lora_dropout", 0.0), lambda v: finite(v) and 0 <= v < 1),
+        ("use_rslora", obj.get("use_rslora", False), lambda v: isinstance(v, bool)),
+        ("base_model_name_or_path", obj.get("base_model_name_or_path"), lambda v: v is None or isinstance(v, str)),
+        ("target_modules", obj.get("target_modules"),
+         lambda v: v is None or isinstance(v, str) or isinstance(v, list) and all(isinstance(t, str) for t in v)),
+    ]
+    for key, value, ok in checks:
+        if not ok(value):
+            return f"{key} {shown(value)} is not what a LoRA config holds there"
+    return None
 
 
 def adapter_base(path: Path) -> str | None:
     """The base model an adapter names (a hub id or a path), or None."""
     try:
         ref = adapter_config(path).get("base_model_name_or_path")
-    except ModelError:
+    except OvermemError:
         return None
     return ref if isinstance(ref, str) and ref else None
 
@@ -65,6 +89,6 @@ def adapter_ranks(checkpoints) -> list[int]:
         if is_adapter(ckpt.path):
             try:
                 ranks.append(int(adapter_config(ckpt.path).get("r", 8)))
-            except (ModelError, TypeError, ValueError):
+            except (OvermemError, TypeError, ValueError):
                 continue
     return ranks

@@ -12,7 +12,6 @@ claim; a holder whose claim was taken over sees it (``held()``) and drops its re
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 import threading
@@ -32,7 +31,7 @@ LOCK = ".lock"
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = io.open_own(folder / LOCK, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -17,25 +17,40 @@ class RecordError(CorruptRun, ValueError):
     """A JSON record that does not have the shape of the contract (a ValueError too, for parsers)."""
 
 
+def finite(value: Any) -> bool:
+    """A real number a float can hold (an integer beyond the float range is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def shown(value: Any) -> str:
+    """A value for a message: short, whatever it is (a 400-digit integer stays a line)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def number(obj: dict, key: str, *, optional: bool = False) -> float | None:
     value = obj.get(key)
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordError(f"{key} {value!r} is not a number")
-    if not math.isfinite(value):
-        raise RecordError(f"{key} {value!r} is not finite")
+        raise RecordError(f"{key} {shown(value)} is not a number")
+    if not finite(value):
+        raise RecordError(f"{key} {shown(value)} is not finite")
     return float(value)
 
 
 def count(obj: dict, key: str) -> int | None:
-    """A non-negative whole number, or None when absent."""
+    """A non-negative whole number (below 2**53, where floats stop counting), or None when absent."""
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0 or int(value) != value:
-        raise RecordError(f"{key} {value!r} is not a non-negative whole number")
+    if not finite(value) or not 0 <= value < 2**53 or int(value) != value:
+        raise RecordError(f"{key} {shown(value)} is not a non-negative whole number")
     return int(value)
 
 
@@ -67,7 +82,7 @@ def value_problem(metric: str, value: Any) -> str | None:
     perplexity is at least 1 (exp of a non-negative NLL) and an accuracy a fraction."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "is not a number"
-    if not math.isfinite(value):
+    if not finite(value):
         return "is not finite"
     if metric == "ppl" and value < 1.0 - 1e-9:
         return "is below 1 (a perplexity is exp of a non-negative loss)"

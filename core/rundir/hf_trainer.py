@@ -13,12 +13,12 @@ overmem's accuracy is generation accuracy, which ``overmem eval`` measures.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from overmem.rundir.io import parse_json
 from overmem.rundir.checkpoint import adapter_base, is_adapter
 from overmem.rundir.records import (
     KIND_ADAPTER,
@@ -30,7 +30,7 @@ from overmem.rundir.records import (
     RunInfo,
     TrainLog,
 )
-from overmem.rundir.fields import value_problem
+from overmem.rundir.fields import finite, value_problem
 from overmem.rundir.names import is_safe_name, unsafe_reason
 
 STATE = "trainer_state.json"
@@ -50,14 +50,25 @@ def is_checkpoint_name(name: str) -> bool:
 
 
 def checkpoint_folders(path: Path) -> dict[int, Path]:
+    """The Trainer's checkpoint-N folders by step (a link that leads out of the folder is not one)."""
     out = {}
     if not path.is_dir():
         return out
     for child in path.iterdir():
         m = _CKPT.match(child.name)
-        if m and child.is_dir():
+        if m and child.is_dir() and not _leads_out(child, path):
             out[int(m.group(1))] = child
     return out
+
+
+def _leads_out(child: Path, folder: Path) -> bool:
+    return child.is_symlink() and not child.resolve().is_relative_to(folder.resolve())
+
+
+def outside_links(path: Path) -> list[str]:
+    """Problems: checkpoint-N entries that are links out of the Trainer folder (never read)."""
+    return [f"{child.name} is a link to {child.resolve()}, outside this Trainer folder; not read"
+            for child in sorted(path.iterdir()) if _CKPT.match(child.name) and _leads_out(child, path)]
 
 
 def state_file(path: Path) -> Path | None:
@@ -94,7 +105,7 @@ def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
     belongs to the longest known split it starts with, else to val (so TRL's
     ``eval_mean_token_accuracy`` is val's, not a split named "mean_token").
     """
-    keys = {k[5:]: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))
+    keys = {k[5:]: _as_float(v) for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))
             and not isinstance(v, bool)}
     splits = {"val"}
     out: list[tuple[str, str, float]] = []
@@ -115,12 +126,20 @@ def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
     return out
 
 
+def _as_float(value: int | float) -> float:
+    """A logged number as a float; an integer beyond the float range is infinite (a problem later)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _percent_series(triples: list[tuple[str, str, str, float]]) -> set[tuple[str, str]]:
     """(split, key) series of accuracy-like numbers logged in percent: decided once per
     series (a run whose accuracy reads 0.8 then 1.0 is not in percent)."""
     peak: dict[tuple[str, str], float] = {}
     for _, split, key, value in triples:
-        if _accuracy_like(key) and math.isfinite(value):
+        if _accuracy_like(key) and finite(value):
             peak[(split, key)] = max(peak.get((split, key), value), value)
     return {series for series, top in peak.items() if top > 1.0}
 
@@ -156,7 +175,7 @@ def base_model(path: Path, folders: dict[int, Path]) -> dict:
 
 def _config_name(folder: Path) -> str | None:
     try:
-        name = json.loads((folder / "config.json").read_text()).get("_name_or_path")
+        name = parse_json((folder / "config.json").read_text()).get("_name_or_path")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return name if isinstance(name, str) and name else None
@@ -166,7 +185,7 @@ def _state(source: Path | None) -> dict:
     """The Trainer's state file as an object (ValueError when it is not one)."""
     if source is None:
         return {}
-    state = json.loads(source.read_text())
+    state = parse_json(source.read_text())
     if not isinstance(state, dict):
         raise ValueError("not a JSON object")
     history = state.get("log_history")
@@ -176,7 +195,7 @@ def _state(source: Path | None) -> dict:
 
 
 def _whole(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not finite(value) or value < 0:
         raise ValueError(f"{what} {value!r} is not a step count")
     return int(value)
 
@@ -184,7 +203,7 @@ def _whole(value, what: str) -> int:
 def _finite(value, what: str, default: float = 0.0) -> float:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not finite(value):
         raise ValueError(f"{what} {value!r} is not a finite number")
     return float(value)
 
@@ -196,7 +215,7 @@ def read_trainer_folder(path: Path) -> TrainerRun:
     source = state_file(path)
     state = _state(source)
     history = state.get("log_history") or []
-    problems: list[str] = []
+    problems: list[str] = outside_links(path)
     logs: list[TrainLog] = []
     triples: list[tuple[str, str, str, float]] = []
     eval_epochs: dict[int, float] = {}
@@ -278,8 +297,7 @@ def _folder_epoch(folder: Path | None) -> float | None:
     if folder is None:
         return None
     try:
-        epoch = json.loads((folder / STATE).read_text()).get("epoch")
+        epoch = parse_json((folder / STATE).read_text()).get("epoch")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
-    ok = isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and math.isfinite(epoch)
-    return float(epoch) if ok else None
+    return float(epoch) if finite(epoch) else None

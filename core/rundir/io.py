@@ -34,7 +34,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     write (a full disk) leaves the old file and no temporary one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = create_new(tmp)
     try:
         write_all(fd, data)
         os.fsync(fd)
@@ -44,6 +44,36 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
+
+
+def create_new(path: Path, flags: int = os.O_WRONLY) -> int:
+    """Open a file that this call creates: never through a link someone planted at its name
+    (whatever stands there, a stale file or a link, is removed first; the link's target is
+    never touched)."""
+    exclusive = flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        return os.open(path, exclusive, 0o644)
+    except FileExistsError:
+        path.unlink()
+        return os.open(path, exclusive, 0o644)
+
+
+def open_own(path: Path, flags: int) -> int:
+    """Open (creating if need be) a run file that must be a plain file of the run, never a link."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(exc.errno, "is a link, and overmem does not write through links", str(path)) from None
+        raise
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON from someone else's file: too deep a nesting is a ValueError like any other bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,7 +92,7 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 
 def read_json(path: Path) -> Any:
     with open(path, "r", encoding="utf-8") as fh:
-        return json.load(fh)
+        return parse_json(fh.read())
 
 
 def append_line(path: Path, obj: dict) -> None:
@@ -75,7 +105,7 @@ def append_line(path: Path, obj: dict) -> None:
     """
     data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_own(path, os.O_RDWR | os.O_APPEND)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -169,7 +199,9 @@ def staged_dir(final: Path, force: bool = False) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(final, "staging")
-    if tmp.exists():
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    elif tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:

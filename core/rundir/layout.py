@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -180,7 +179,7 @@ class RunDir:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
-                    rows.append(json.loads(line))
+                    rows.append(io.parse_json(line))
         return rows
 
     # -- selection ---------------------------------------------------------------

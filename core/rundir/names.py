@@ -53,3 +53,9 @@ def inside(root: Path, path: Path, error: type[OvermemError] = UsageError) -> Pa
     if real != base and not real.is_relative_to(base):
         raise error(f"{path} lies outside {root} (it resolves to {real}); overmem writes only inside the run")
     return real
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so a name read from a file cannot drive the
+    terminal that shows a message about it (colours, cursor moves, a cleared screen)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

@@ -9,17 +9,16 @@ goes), or an empty folder.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from overmem.errors import OutputExists, UsageError
 from overmem.rundir import hf_trainer
-from overmem.rundir.io import atomic_write_json
+from overmem.rundir.io import atomic_write_json, parse_json
 from overmem.rundir.layout import (CHECKPOINTS, CLAIMS, INIT_ADAPTER, METRICS, RUN_JSON, SAMPLES, SELECTION, STATE,
                                    TRAINING_LEASE)
-from overmem.rundir.reader import OVERLAY
+from overmem.rundir.sources import OVERLAY
 
 MARKER = ".overmem-output.json"  # written into every folder overmem creates as an output
 RUN_PARTS = frozenset({RUN_JSON, METRICS, SELECTION, CHECKPOINTS, SAMPLES, CLAIMS, INIT_ADAPTER, STATE,
@@ -109,6 +108,11 @@ def check_output(target: str | os.PathLike, *, force: bool, option: str = "--out
 def check_new_run(target: str | os.PathLike) -> None:
     """A new run is never created inside another run's records or a Trainer folder's checkpoints."""
     real = lexical(target)
+    if real.exists() and not real.is_dir():
+        raise UsageError(f"--out: {target} is a file, not a folder")
+    if _is_run(real) == "Trainer output folder":
+        raise UsageError(f"--out: {target} is a Trainer output folder; overmem reads it as it is (overmem eval "
+                         f"{target}), and trains into a folder of its own")
     for folder in real.parents:
         kind = _is_run(folder)
         if kind is not None and _protected(kind, real.relative_to(folder).parts[0]):
@@ -123,7 +127,7 @@ def mark_output(folder: Path, kind: str, source: str = "") -> None:
 
 def read_marker(folder: Path) -> dict | None:
     try:
-        obj = json.loads((folder / MARKER).read_text())
+        obj = parse_json((folder / MARKER).read_text())
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None

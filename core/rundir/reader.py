@@ -8,45 +8,23 @@ nothing changed, so a watcher can poll every few hundred milliseconds cheaply.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
-from overmem.errors import CorruptRun, RunNotFound
+from overmem.errors import CorruptRun
 from overmem.rundir import hf_trainer
-from overmem.rundir.io import JsonlTail, read_json
-from overmem.rundir.layout import CHECKPOINT_JSON, RUN_JSON, RunDir
+from overmem.rundir.sources import (OVERLAY, SOURCE_HF, SOURCE_OVERMEM, detect_source, overlay,  # noqa: F401
+                                     run_dir_for)  # (re-exported)
+from overmem.rundir.layout import RunDir
+from overmem.rundir.io import JsonlTail, parse_json, read_json
+from overmem.rundir.layout import CHECKPOINT_JSON
 from overmem.rundir.records import KIND_BASE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
 from overmem.rundir.lines import add_train_record, record_from_json
-from overmem.rundir.names import is_safe_name, unsafe_reason
+from overmem.rundir.names import is_safe_name, printable, unsafe_reason
 
-SOURCE_OVERMEM = "overmem"
-SOURCE_HF = "hf-trainer"
 BASE_CHECKPOINT = "ep0"
-OVERLAY = "overmem"  # overmem's folder inside a Trainer output folder
-
-
-def detect_source(path: Path) -> str:
-    if not path.exists():
-        raise RunNotFound(f"{path}: no such directory")
-    if not path.is_dir():
-        raise RunNotFound(f"{path} is not a directory")
-    if (path / RUN_JSON).is_file():
-        return SOURCE_OVERMEM
-    if hf_trainer.is_trainer_folder(path):
-        return SOURCE_HF
-    raise RunNotFound(
-        f"{path} is neither an overmem run (no run.json) nor a Hugging Face Trainer output "
-        "(no trainer_state.json)"
-    )
-
-
-def run_dir_for(path: str | os.PathLike) -> RunDir:
-    """Where overmem writes for the run at ``path``: the run itself, or a Trainer folder's overlay."""
-    path = Path(path).expanduser().resolve()
-    return RunDir(path / OVERLAY) if detect_source(path) == SOURCE_HF else RunDir(path)
 
 
 def base_checkpoint(info: RunInfo) -> CheckpointInfo:
@@ -80,7 +58,7 @@ class RunReader:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser().resolve()
         self.source = detect_source(self.path)
-        self.rundir = RunDir(self.path if self.source == SOURCE_OVERMEM else self.path / OVERLAY)
+        self.rundir = RunDir(self.path) if self.source == SOURCE_OVERMEM else overlay(self.path)
         self._tail = JsonlTail(self.rundir.metrics)
         self._metrics: list[Metric] = []
         self._logs: list[TrainLog] = []
@@ -146,7 +124,7 @@ class RunReader:
             changed = True
         for line in lines:
             try:
-                record = record_from_json(json.loads(line.text))
+                record = record_from_json(parse_json(line.text))
             except (ValueError, RecordError, RecursionError) as exc:
                 self._line_problems.append(f"metrics.jsonl:{line.lineno}: {exc}")
             else:
@@ -268,7 +246,7 @@ class RunReader:
             checkpoints=tuple(checkpoints),
             metrics=tuple(metrics),
             train_logs=tuple(logs),
-            problems=tuple(problems),
+            problems=tuple(printable(p) for p in problems),
             torn_tail=self._tail.torn,
             selected=self.rundir.read_selection(),
         )

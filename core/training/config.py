@@ -18,11 +18,11 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def hyper(default, help: str, option: str | None = None, *, low: float | None = None, low_open: bool = False,
-          choices: tuple[str, ...] = ()):
+          high: float | None = None, choices: tuple[str, ...] = ()):
     """A hyperparameter: a TrainConfig field that run.json records, resume restores and the
     CLI offers as an option (its default, help and valid range come from here)."""
     return field(default=default, metadata={"hyper": True, "help": help, "option": option, "low": low,
-                                            "low_open": low_open, "choices": choices})
+                                            "low_open": low_open, "high": high, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrainConfig:
     data: dict  # {"fit": SplitSpec json, "splits": {...}, "answer": {...}}
     loss: str = "sft"
     lr: float = hyper(2e-4, "Peak learning rate.", low=0, low_open=True)
-    epochs: int = hyper(10, "Epochs (a checkpoint each).", low=1)
+    epochs: int = hyper(10, "Epochs (a checkpoint each).", low=1, high=100_000)
     batch_size: int = hyper(128, "Effective batch (gradient accumulation).", low=1)
     micro_batch_size: int = hyper(8, "Examples per forward pass per process.", low=1)
     max_len: int = hyper(1024, "Truncate prompt+response to this many tokens.", low=8)
@@ -70,7 +70,7 @@ class TrainConfig:
             if f.metadata.get("hyper") and f.name != "save_every":
                 m = f.metadata
                 require("--" + f.name.replace("_", "-"), getattr(self, f.name), type(f.default), low=m["low"],
-                        low_open=m["low_open"], choices=m["choices"])
+                        low_open=m["low_open"], high=m["high"], choices=m["choices"])
         if not (self.save_every == "epoch" or str(self.save_every).isdigit() and int(self.save_every) > 0):
             raise UsageError(f"--save-every must be 'epoch' or a positive step count, got {self.save_every!r}")
         require("--seed", self.seed, int)

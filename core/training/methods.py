@@ -42,7 +42,7 @@ class MethodConfig:
 
         if self.name not in Method.registry:
             raise UsageError(f"unknown method {self.name!r} (methods: {', '.join(Method.registry)})")
-        require("--rank", self.r, int, low=1)
+        require("--rank", self.r, int, low=1, high=65536)
         require("--alpha", self.alpha, float, low=0, low_open=True)
         require("--dropout", self.dropout, float, low=0, high=1, high_open=True)
         for target in self.targets:

@@ -3,7 +3,8 @@
 The main process holds the run's lease (a claim with a heartbeat, claims.py) for the
 whole training, so a second ``overmem train --out RUN [--resume]`` beside a running
 one is refused with the holder's name instead of both writing the same checkpoints.
-On ``--resume`` the half-written folders of processes that died are removed.
+On ``--resume`` the half-written folders of processes that died are removed, once the saved
+state is found good.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from overmem.rundir.claims import Claim
 from overmem.rundir.outputs import check_new_run
 
 
-def take_run(rundir: RunDir, resume: bool, note: Callable[[str], None]) -> Claim:
+def take_run(rundir: RunDir, resume: bool) -> Claim:
     """The training lease on ``rundir`` (a new run, or the one to resume), or UsageError
     naming the process that holds it."""
     if not resume:
@@ -29,7 +30,11 @@ def take_run(rundir: RunDir, resume: bool, note: Callable[[str], None]) -> Claim
     if lease is None:
         raise UsageError(f"{rundir.path} is being trained by another process ({rundir.lease_holder()}); wait "
                          "for it to end or stop it first")
-    if resume:
-        for name in rundir.remove_stale_temporaries():
-            note(f"removed {name}, left half-written by a process that died")
     return lease
+
+
+def clean_after_crash(rundir: RunDir, note: Callable[[str], None]) -> None:
+    """Remove what processes that died left half-written (call holding the lease, once the
+    saved state was found good)."""
+    for name in rundir.remove_stale_temporaries():
+        note(f"removed {name}, left half-written by a process that died")

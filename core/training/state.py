@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from overmem.errors import CorruptRun
-from overmem.rundir.io import atomic_write_json, swap_in
+from overmem.rundir.io import atomic_write_json, parse_json, swap_in
 from overmem.rundir.names import safe_name
 
 PROGRESS = "progress.json"
@@ -78,7 +78,7 @@ def read_progress(state_dir: Path) -> Progress | None:
     """The saved position, None when there is none (CorruptRun when the file is not one)."""
     path = state_dir / PROGRESS
     try:
-        obj = json.loads(path.read_text())
+        obj = parse_json(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -100,6 +100,11 @@ def check_progress(progress: Progress, rundir, steps_per_epoch: int, epochs: int
     where = f"{rundir.state / PROGRESS}"
     ckpt = load_run(rundir.path).checkpoint(progress.checkpoint)
     checkpoint_step = ckpt.step if ckpt is not None and ckpt.kind != KIND_BASE else None
+    later = sorted(c.name for c in load_run(rundir.path).checkpoints if c.kind != KIND_BASE and c.on_trajectory
+                   and c.step is not None and c.step > progress.global_step)
+    if len(later) > 1:  # a crash leaves at most the one checkpoint saved just before its state
+        raise CorruptRun(f"{where} is at step {progress.global_step}, but {', '.join(later)} were saved after it: "
+                         "resuming would retrain and replace them")
     if checkpoint_step is None:
         raise CorruptRun(f"{where} resumes from {progress.checkpoint}, which the run does not have")
     if checkpoint_step != progress.global_step:
@@ -120,7 +125,16 @@ def resume(rundir, model, optimizer, scheduler, rank: int, *, sharded: bool, ste
     if saved is None:
         raise UsageError(f"{rundir.path} has no saved state to resume from")
     check_progress(saved, rundir, steps_per_epoch, epochs)
-    return load(rundir.state, model, optimizer, scheduler, rank, sharded=sharded)
+    try:
+        return load(rundir.state, model, optimizer, scheduler, rank, sharded=sharded)
+    except Exception as exc:  # every failure here is a file of the saved state that is not what it was
+        from overmem.errors import OvermemError
+
+        if isinstance(exc, OvermemError):
+            raise
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CorruptRun(f"{rundir.state}: cannot resume from the saved state ({type(exc).__name__}: {detail})") \
+            from exc
 
 
 def load(state_dir: Path, model, optimizer, scheduler, rank: int, sharded: bool = False) -> Progress:

@@ -26,7 +26,7 @@ from overmem.training import sharding
 from overmem.training import state as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
-from overmem.training.ownership import take_run
+from overmem.training.ownership import clean_after_crash, take_run
 from overmem.training.events import TrainEvent
 from overmem.training.losses import get_loss
 from overmem.training.schedule import effective_warmup, epoch_order, lr_factor  # noqa: F401 (re-exported)
@@ -206,7 +206,7 @@ class Training:
     def run(self) -> Path:
         self.dist = init_dist(group=self.cfg.fsdp)
         try:  # the main process holds the run's training lease throughout (ownership.py)
-            lease = take_run(self.rundir, self.resume, self.note) if self.dist.main else None
+            lease = take_run(self.rundir, self.resume) if self.dist.main else None
             with lease.heartbeat() if lease is not None else nullcontext():
                 try:
                     self._setup()
@@ -231,6 +231,7 @@ class Training:
                 rd.set_status(STATUS_RUNNING)
                 self.started = True
                 rd.append([Resumed(global_step, progress.checkpoint, time.time())])
+                clean_after_crash(rd, self.note)
             self.note(f"resumed from {progress.checkpoint} (step {global_step})")
         elif d.main:
             self._create_run()

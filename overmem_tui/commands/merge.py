@@ -31,6 +31,9 @@ def merge(
     from overmem_tui.progress import MergeDisplay
     from overmem_tui.signals import committed
 
+    from overmem.params import require
+
+    require("--shard-size", shard_size, int, low=1)
     try:
         parsed = [float(w) for w in csv_list(weights)] if weights else None
     except ValueError:

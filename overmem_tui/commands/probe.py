@@ -28,15 +28,12 @@ def probe(
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
-    from overmem.errors import UsageError
     from overmem.probes.compare import probe_intervals, probe_json, probe_rows
     from overmem.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
     from overmem.rundir import load_run
     from overmem_tui.options import csv_list, name_paths
 
     sets = name_paths(ood, "--ood")
-    if n_samples < 1 or not 0 < min_k <= 1 or bins < 1 or limit < 1:
-        raise UsageError("--n-samples, --bins and --limit must be at least 1 and --min-k in (0, 1]")
     options = ProbeOptions(probes=tuple(csv_list(probes)), n_samples=n_samples, temperature=temperature, ood=sets,
                            reward_model=reward_model, backend=backend, limit=limit, mia_size=mia_size, ece_bins=bins,
                            min_k=min_k, max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code)
