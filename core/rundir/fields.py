@@ -44,10 +44,12 @@ def number(obj: dict, key: str, *, optional: bool = False) -> float | None:
     return float(value)
 
 
-def count(obj: dict, key: str) -> int | None:
+def count(obj: dict, key: str, *, optional: bool = True) -> int | None:
     """A non-negative whole number (below 2**53, where floats stop counting), or None when absent."""
     value = obj.get(key)
     if value is None:
+        if not optional:
+            raise RecordError(f"{key} is missing")
         return None
     if not finite(value) or not 0 <= value < 2**53 or int(value) != value:
         raise RecordError(f"{key} {shown(value)} is not a non-negative whole number")

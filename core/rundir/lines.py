@@ -99,11 +99,8 @@ class TrainLog:
 
     @classmethod
     def from_json(cls, obj: dict) -> "TrainLog":
-        step = count(obj, "step")
-        if step is None:
-            raise RecordError("step is missing")
         return cls(
-            step=step,
+            step=count(obj, "step", optional=False),
             epoch=number(obj, "epoch"),
             loss=number(obj, "loss"),
             lr=number(obj, "lr"),
@@ -127,10 +124,7 @@ class Resumed:
 
     @classmethod
     def from_json(cls, obj: dict) -> "Resumed":
-        step = count(obj, "step")
-        if step is None:
-            raise RecordError("step is missing")
-        return cls(step, safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
+        return cls(count(obj, "step", optional=False), safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
                    number(obj, "time", optional=True) or 0.0)
 
 
