@@ -30,7 +30,7 @@ from overmem.rundir.records import (
     RunInfo,
     TrainLog,
 )
-from overmem.rundir.fields import finite, value_problem
+from overmem.rundir.fields import count, finite, number, value_problem
 from overmem.rundir.names import is_safe_name, unsafe_reason
 
 STATE = "trainer_state.json"
@@ -194,20 +194,6 @@ def _state(source: Path | None) -> dict:
     return state
 
 
-def _whole(value, what: str) -> int:
-    if not finite(value) or value < 0:
-        raise ValueError(f"{what} {value!r} is not a step count")
-    return int(value)
-
-
-def _finite(value, what: str, default: float = 0.0) -> float:
-    if value is None:
-        return default
-    if not finite(value):
-        raise ValueError(f"{what} {value!r} is not a finite number")
-    return float(value)
-
-
 def read_trainer_folder(path: Path) -> TrainerRun:
     """Parse a Trainer output folder. Raises OSError/ValueError on an unreadable state file;
     a log entry or a value that cannot be used is a problem, not an error."""
@@ -229,11 +215,11 @@ def read_trainer_folder(path: Path) -> TrainerRun:
             problems.append(f"{where} is not an object")
             continue
         try:
-            step = _whole(entry.get("step", 0), "step")
-            epoch = _finite(entry.get("epoch"), "epoch")
+            step = count({"step": entry.get("step", 0)}, "step", optional=False)
+            epoch = number(entry, "epoch", optional=True) or 0.0
             if isinstance(entry.get("loss"), (int, float)) and not isinstance(entry.get("loss"), bool):
-                logs.append(TrainLog(step=step, epoch=epoch, loss=_finite(entry["loss"], "loss"),
-                                     lr=_finite(entry.get("learning_rate"), "learning_rate"), total_steps=max_steps))
+                logs.append(TrainLog(step=step, epoch=epoch, loss=number(entry, "loss"),
+                                     lr=number(entry, "learning_rate", optional=True) or 0.0, total_steps=max_steps))
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             continue
