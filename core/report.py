@@ -183,16 +183,24 @@ def html_report(summary: Summary) -> str:
 
 
 def _check_replaceable(paths: list[Path]) -> None:
-    """A report replaces only an earlier report: a file that carries overmem's signature."""
+    """A report replaces only an earlier report: a file whose format carries overmem's signature
+    where overmem writes it (the Markdown title, the HTML heading, the PNG's Software text, the
+    SVG's creator), not a file that merely mentions it."""
     for path in paths:
-        if path.is_symlink() or path.exists() and not (path.is_file() and SIGNATURE.encode() in _head(path)):
+        if path.is_symlink() or path.exists() and not (path.is_file() and _signed(path)):
             raise UsageError(f"--out: {path} exists and is not a report overmem wrote; remove it yourself or choose "
                              "another --out")
 
 
-def _head(path: Path) -> bytes:
+def _signed(path: Path) -> bool:
     with open(path, "rb") as fh:
-        return fh.read(65536)
+        head = fh.read(65536)
+    sign = SIGNATURE.encode()
+    return {".md": head.startswith(b"# " + sign + b": "),
+            ".html": head.startswith(b"<!doctype html>") and b"<h1>" + sign + b": " in head,
+            ".png": head.startswith(b"\x89PNG") and b"tEXtSoftware\x00" + sign in head,
+            ".svg": head.startswith(b"<?xml") and b"<dc:creator>" in head and b"<dc:title>" + sign + b"</dc:title>" in head,
+            }.get(path.suffix.lower(), False)
 
 
 def write_report(summary: Summary, out: Path) -> list[Path]:

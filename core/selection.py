@@ -9,7 +9,8 @@ from pathlib import Path
 from overmem.errors import CorruptRun, UnknownCheckpoint, UsageError
 from overmem.rundir import RunDir, load_run
 from overmem.rundir.io import swap_in, temp_sibling
-from overmem.rundir.names import safe_name
+from overmem.rundir.layout import RUN_JSON
+from overmem.rundir.names import real_path, safe_name
 from overmem.rundir.outputs import check_output, mark_output
 from overmem.rundir.reader import SOURCE_OVERMEM
 
@@ -40,7 +41,7 @@ def select_checkpoint(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_sibling(target, "export")
         if not link:
-            _links_stay_inside(ckpt.path)
+            _exportable(ckpt.path)
         if link:
             os.symlink(ckpt.path, tmp)
         else:
@@ -56,13 +57,16 @@ def select_checkpoint(
     return target
 
 
-def _links_stay_inside(folder: Path) -> None:
-    """A copy follows links, so a checkpoint folder whose links lead out of it is not copied
-    (it would copy whatever they point to: a key, a home folder, the whole disk)."""
-    root = folder.resolve()
+def _exportable(folder: Path) -> None:
+    """A checkpoint folder that can be copied out: a copy follows links, so no link may lead out
+    of it or to a folder (a key, a home folder, the whole disk, a loop), and it holds no run."""
+    root = real_path(folder, CorruptRun)
     for current, dirs, files in os.walk(folder):
+        if RUN_JSON in files:
+            raise CorruptRun(f"{Path(current) / RUN_JSON}: the checkpoint holds a run; not exported")
         for name in dirs + files:
             entry = Path(current) / name
-            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
-                raise CorruptRun(f"{entry} is a link to {entry.resolve()}, outside the checkpoint; not exported "
+            if entry.is_symlink() and (entry.is_dir() or not real_path(entry, CorruptRun).is_relative_to(root)):
+                raise CorruptRun(f"{entry} is a link to {real_path(entry, CorruptRun)}, a folder or outside the "
+                                 "checkpoint; not exported "
                                  "(export with --link, or remove the link)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
+
+from overmem.rundir.names import printable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
@@ -62,7 +65,7 @@ class TrainDisplay:
         elif event.kind == "checkpoint":
             self.progress.console.print(f"saved checkpoint [bold]{event.text}[/] (step {event.step})")
         elif event.kind == "note":
-            self.progress.console.print(f"[yellow]note:[/] {event.text}")
+            self.progress.console.print(f"[yellow]note:[/] {escape(printable(event.text))}")
 
 
 class EvalDisplay:
@@ -93,9 +96,9 @@ class EvalDisplay:
                 self.tasks[key] = add_task(self.progress, label, total=event.total)
             self.progress.update(self.tasks[key], completed=event.done)
         elif event.kind in ("note", "skip"):
-            self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {event.text}")
+            self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {escape(printable(event.text))}")
         elif event.kind == "failed":
-            self.progress.console.print(f"[red]{event.checkpoint} failed:[/] {event.text}")
+            self.progress.console.print(f"[red]{event.checkpoint} failed:[/] {escape(printable(event.text))}")
 
 
 class MergeDisplay:

@@ -829,7 +829,7 @@ def test_links_out_of_a_checkpoint_are_not_followed(run, tmp_path):
     os.symlink(run / "checkpoints" / "ep3", trainer / "checkpoint-6")
     loaded = load_run(trainer)
     assert "checkpoint-6" not in [c.name for c in loaded.checkpoints]
-    assert any("checkpoint-6 is a link to" in p for p in loaded.problems)
+    assert any("checkpoint-6 is a link out of this Trainer folder" in p for p in loaded.problems)
 
 
 def test_a_shard_index_naming_files_outside_the_checkpoint_is_refused(run, tmp_path):
@@ -945,3 +945,120 @@ def test_a_prompt_format_without_a_place_for_the_question_is_refused(run):
     info["prompt_template"] = {"a": 1}
     (run / "run.json").write_text(json.dumps(info))
     assert "the prompt format" in _one_line_error(run_cli("eval", run, "--backend", "hf"), 2)
+
+
+# ---------------------------------------------------------------------------------
+# a third attack: FIFOs, huge files, loops of links, hard links, forged locations
+# ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["selection.json", "checkpoints/ep1/checkpoint.json"])
+def test_a_fifo_where_a_record_file_belongs_never_hangs(run, where):
+    (run / where).unlink(missing_ok=True)
+    os.mkfifo(run / where)
+    result = run_cli("recommend", run, timeout=120)  # a hang would time the test out
+    assert "Traceback" not in result.stderr and "unexpected" not in result.stderr
+
+
+def test_loops_of_links_are_one_line(run, tmp_path):
+    os.symlink("ep9", run / "checkpoints" / "ep9")
+    assert any("loop" in p for p in load_run(run).problems)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for args in (["recommend", tmp_path / "a"], ["merge", "ep1", "ep2", "--run", run, "--out", tmp_path / "a" / "m"],
+                 ["select", run, "ep1", "--export", tmp_path / "a" / "x"]):
+        _one_line_error(run_cli(*args))
+    os.symlink(".", run / "checkpoints" / "ep2" / "self")
+    assert "a folder or outside the checkpoint" in _one_line_error(
+        run_cli("select", run, "ep2", "--export", tmp_path / "export"), 3)
+
+
+def test_a_hard_linked_metrics_file_is_not_appended_to(run, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text((run / "metrics.jsonl").read_text() + "TAIL")
+    (run / "metrics.jsonl").unlink()
+    os.link(victim, run / "metrics.jsonl")
+    before = victim.read_text()
+    result = run_cli("eval", run, "--checkpoints", "ep1", "--splits", "val", "--metrics", "ppl", "--backend", "hf",
+                     "--limit", "1")
+    assert "hard link" in _one_line_error(result, 1)
+    assert victim.read_text() == before
+
+
+def test_a_forged_location_is_not_read(run, tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("key")
+    forged = run / "checkpoints" / "merge-ep1+ep2"
+    forged.mkdir()
+    (forged / "checkpoint.json").write_text(json.dumps({"name": "merge-ep1+ep2", "kind": "merge",
+                                                        "parents": ["ep1", "ep2"], "extra": {"location": str(secret)}}))
+    assert any("no merge overmem wrote" in p for p in load_run(run).problems)
+    _one_line_error(run_cli("select", run, "merge-ep1+ep2", "--export", tmp_path / "export"), 2)
+    assert not (tmp_path / "export").exists()
+    # a real merge elsewhere is read through its location
+    shutil.rmtree(forged)
+    assert run_cli("merge", "ep1", "ep2", "--run", run, "--out", tmp_path / "m").returncode == 0
+    assert load_run(run).checkpoint("merge-ep1+ep2").path == tmp_path / "m"
+
+
+def test_names_with_invisible_or_invalid_characters_are_refused(run):
+    for name in ("v\u202ex", "v\x9bx", "v\x7fx"):
+        with open(run / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({"type": "metric", "checkpoint": "ep1", "split": name, "metric": "ppl",
+                                 "value": 2.0, "n": 4}) + "\n")
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"type":"metric","checkpoint":"ep1","split":"v\\ud800x","metric":"ppl","value":2.0,"n":4}\n')
+    run_ = load_run(run)
+    assert sum("not printable" in p for p in run_.problems) == 4 and run_.splits() == ()
+    result = run_cli("recommend", run)
+    assert "unexpected" not in result.stderr and "\u202e" not in result.stdout + result.stderr
+
+
+def test_trainer_entries_without_a_step_or_logged_twice_are_problems(tmp_path):
+    from overmem.rundir.hf_trainer import read_trainer_folder
+
+    trainer = tmp_path / "trainer"
+    (trainer / "checkpoint-2").mkdir(parents=True)
+    (trainer / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 2, "log_history": [
+        {"epoch": 1.0, "eval_loss": 0.2}, {"step": 2, "epoch": 1.0, "eval_loss": 1.2},
+        {"step": 2, "epoch": 1.0, "eval_loss": 0.3}]}))
+    parsed = read_trainer_folder(trainer)
+    assert [c.name for c in parsed.checkpoints] == ["checkpoint-2"]
+    text = "\n".join(parsed.problems)
+    assert "log_history[0]: step is missing" in text and "logged eval_loss on val again with another value" in text
+
+
+def test_an_accuracy_over_no_rows_is_no_measurement(run):
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(_metric("ep2", "val", "acc", 1.0, n=0, replaces=True) + "\n")
+    assert any("acc over n 0 rows" in p for p in load_run(run).problems)
+
+
+def test_a_merge_made_again_is_evaluated_afresh(run):
+    assert run_cli("merge", "ep1", "ep3", "--run", run).returncode == 0
+    ev = ["eval", run, "--checkpoints", "merge-ep1+ep3", "--metrics", "ppl", "--splits", "val", "--backend", "hf"]
+    assert run_cli(*ev).returncode == 0
+    first = [m.value for m in load_run(run).metrics if m.checkpoint == "merge-ep1+ep3" and m.aggregate == "mean"]
+    assert run_cli("merge", "ep1", "ep3", "--run", run, "--weights", "0.9,0.1", "--force").returncode == 0
+    assert run_cli("merge", "ep1", "ep3", "--run", run, "--force").returncode == 0
+    assert [m for m in load_run(run).metrics if m.checkpoint == "merge-ep1+ep3"] == []  # the old merge's are gone
+    assert run_cli(*ev).returncode == 0
+    again = [m.value for m in load_run(run, strict=True).metrics
+             if m.checkpoint == "merge-ep1+ep3" and m.aggregate == "mean"]
+    assert len(again) == 1 and again == pytest.approx(first)  # the same merge again: the same value, once
+
+
+def test_a_huge_synthetic_split_is_refused(run):
+    info = json.loads((run / "run.json").read_text())
+    info["data"]["splits"]["val"]["count"] = 10**15
+    (run / "run.json").write_text(json.dumps(info))
+    line = _one_line_error(run_cli("eval", run, "--splits", "val", "--limit", "1", "--backend", "hf", timeout=120))
+    assert "more than 10,000,000 rows" in line
+
+
+def test_a_report_never_replaces_a_file_that_only_mentions_it(run, tmp_path):
+    records = [_metric(f"ep{i}", "val", m, v) for i in range(4) for m, v in (("ppl", 3.0 - i * 0.3), ("acc", 0.2 * i))]
+    (run / "metrics.jsonl").write_text("\n".join(records) + "\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# my project\n\nmade with overmem report: see below\n")
+    assert "is not a report overmem wrote" in _one_line_error(run_cli("report", run, "--out", readme))

@@ -21,6 +21,7 @@ from overmem.errors import DataError
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 SOURCE_KINDS = ("synthetic", "file", "hub")
+MAX_SYNTHETIC = 10_000_000  # rows a synthetic split may ask for (each is generated in memory)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class SplitSpec:
         numbers = {"start": obj.get("start", 0), "count": obj.get("count"), "sample": obj.get("sample"),
                    "seed": obj.get("seed", 0)}
         for key, value in numbers.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53):
                 raise DataError(f"a split's {key} {value!r} is not a non-negative whole number")
         return cls(DataSource.from_json(obj["source"]), numbers["start"] or 0, numbers["count"], numbers["sample"],
                    numbers["seed"] or 0)
@@ -218,6 +219,8 @@ def load_rows(source: DataSource, start: int = 0, count: int | None = None) -> l
     if source.kind == "synthetic":
         if count is None:
             raise DataError("synthetic data needs an explicit count")
+        if start + count > MAX_SYNTHETIC:
+            raise DataError(f"a synthetic split of rows {start}-{start + count} is more than {MAX_SYNTHETIC:,} rows")
         prm = source.params
         return synthetic.generate(prm.get("seed", 0), prm.get("stream", "train"), start, count,
                                   prm.get("path_seed", "train"), prm.get("variants", 1), prm.get("style", "narrow"))

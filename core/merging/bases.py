@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from overmem.rundir.io import parse_json
+from overmem.rundir.io import load_json
 from overmem.errors import MergeError
 from overmem.merging.safetensors_io import TensorReader
 from overmem.rundir.checkpoint import adapter_base
@@ -124,8 +124,8 @@ def same_base(inp, base: Path, base_ref: str, run: Run | None, *, given: bool = 
                              + ("" if same is False else " (if it is that model, say so with --base)"))
     elif inp.fmt == "full":
         try:
-            mine = parse_json((inp.path / "config.json").read_text())
-            theirs = parse_json((base / "config.json").read_text())
+            mine = load_json(inp.path / "config.json")
+            theirs = load_json(base / "config.json")
         except (OSError, ValueError) as exc:
             raise MergeError(f"cannot compare {inp.label} with the base: {exc}") from exc
         if not isinstance(mine, dict) or not isinstance(theirs, dict):

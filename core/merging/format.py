@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def read_header(path: Path) -> dict:
     cover the data exactly and hold prod(shape) x the dtype's size bytes. Nothing else is read
     from a file whose header does not say exactly where each byte belongs."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError("not a regular file")
         total = os.path.getsize(path)
         with open(path, "rb") as fh:
             raw = fh.read(8)
@@ -115,11 +118,11 @@ def check_weights(folder: Path) -> None:
 
 
 def check_index(index: Path, headers: dict[str, dict]) -> None:
-    from overmem.rundir.io import parse_json
+    from overmem.rundir.io import load_json
     from overmem.rundir.names import safe_name
 
     try:
-        weight_map = parse_json(index.read_text())["weight_map"]
+        weight_map = load_json(index)["weight_map"]
         if not isinstance(weight_map, dict):
             raise ValueError("weight_map is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:

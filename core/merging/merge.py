@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from overmem.rundir.io import parse_json
+from overmem.rundir.io import load_json
 from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
 from overmem.merging.bases import base_ref_of, local_base, same_base
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
@@ -23,14 +23,16 @@ from overmem.merging.writers import check_dtypes, write_adapter, write_full
 from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
 from overmem.rundir.checkpoint import adapter_base, folder_format
 from overmem.rundir.io import staged_dir
-from overmem.rundir.names import safe_name
+from overmem.rundir.names import real_path, safe_name
 from overmem.rundir.layout import CHECKPOINT_JSON
 from overmem.rundir.outputs import check_output, lexical, mark_output
 from overmem.rundir.reader import run_dir_for
+from overmem.rundir.lines import Replaced
 from overmem.rundir.records import Run
 
 FORMS = ("full", "adapter")
 DEFAULT_SHARD_BYTES = 2 * 1024**3
+MAX_WEIGHT = 1e6  # a merge weight beyond this is a typo, and it would overflow float32 weights
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _resolve(run: Run | None, ref: str) -> MergeInput:
         return _input(ref, ckpt.path, ckpt)
     path = Path(ref).expanduser()
     if path.is_dir():
-        return _input(path.name, path.resolve(), None)
+        return _input(path.name, real_path(path), None)
     if run is None:
         raise MergeError(f"{ref}: no such folder")
     have = ", ".join(c.name for c in run.checkpoints) or "none"
@@ -113,8 +115,8 @@ def plan_merge(run_path: str | Path | None, refs: list[str], *, weights: list[fl
     weights = list(weights) if weights else [1.0 / len(refs)] * len(refs)
     if len(weights) != len(refs):
         raise UsageError(f"{len(weights)} weights for {len(refs)} checkpoints")
-    if not all(math.isfinite(w) for w in weights):
-        raise UsageError("weights must be finite numbers")
+    if not all(math.isfinite(w) and abs(w) <= MAX_WEIGHT for w in weights):
+        raise UsageError(f"weights must be finite numbers of at most {MAX_WEIGHT:g} in size")
     inputs = [_resolve(run, r) for r in refs]
     if len({i.label for i in inputs}) < len(inputs):
         raise UsageError("the same checkpoint is given twice")
@@ -157,7 +159,7 @@ def _replaceable_record(folder: Path, name: str, run_path: Path, force: bool) ->
     if not force:
         raise OutputExists(f"checkpoint {name} already exists in {run_path} (use --force to replace it)")
     try:
-        kind = parse_json((folder / CHECKPOINT_JSON).read_text()).get("kind")
+        kind = load_json(folder / CHECKPOINT_JSON).get("kind")
     except (OSError, ValueError, AttributeError):
         kind = None
     if kind != KIND_MERGE:
@@ -195,6 +197,7 @@ def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None 
                **({"location": str(plan.out)} if elsewhere else {})},
     )
     write = write_adapter if plan.form == "adapter" else write_full
+    replacing = rundir is not None and rundir.checkpoint(plan.name).exists()
     if plan.register and not elsewhere:
         with rundir.stage_checkpoint(info, force=plan.force) as folder:
             write(plan, base, deltas, folder, progress)
@@ -205,4 +208,6 @@ def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None 
         if plan.register:
             with rundir.stage_checkpoint(info, force=plan.force):
                 pass  # a record pointing at the output (checkpoint.json with extra.location)
+    if replacing:  # the replaced merge's metrics are not this one's: it is evaluated afresh
+        rundir.append([Replaced(plan.name, time.time())])
     return info

@@ -16,6 +16,7 @@ from typing import Iterable
 
 from overmem.errors import CorruptFile, MergeError
 from overmem.merging.format import DTYPE_BITS, nbytes, read_header  # noqa: F401 (re-exported)
+from overmem.rundir.io import load_json
 from overmem.rundir.names import safe_name
 
 INDEX = "model.safetensors.index.json"
@@ -99,7 +100,7 @@ class TensorReader:
         index = self.folder / INDEX
         if index.is_file():
             try:
-                weight_map = json.loads(index.read_text())["weight_map"]
+                weight_map = load_json(index)["weight_map"]
                 if not isinstance(weight_map, dict):
                     raise ValueError("weight_map is not an object")
                 names = {safe_name(f, "shard file name", CorruptFile) for f in weight_map.values()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overmem.rundir.io import parse_json
+from overmem.rundir.io import load_json
 from overmem.errors import CorruptFile, ModelError, OvermemError
 from overmem.rundir.fields import finite, shown
 from overmem.rundir.records import KIND_BASE, CheckpointInfo
@@ -42,7 +42,7 @@ def is_adapter(path: Path | None) -> bool:
 def adapter_config(path: Path) -> dict:
     """The adapter's config (ModelError, one line, when it cannot be read)."""
     try:
-        obj = parse_json((path / ADAPTER_CONFIG).read_text())
+        obj = load_json(path / ADAPTER_CONFIG)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path / ADAPTER_CONFIG}: {exc}") from exc
     if not isinstance(obj, dict):

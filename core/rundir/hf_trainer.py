@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from overmem.rundir.io import parse_json
+from overmem.rundir.io import load_json
 from overmem.rundir.checkpoint import adapter_base, is_adapter
 from overmem.rundir.records import (
     KIND_ADAPTER,
@@ -31,7 +31,7 @@ from overmem.rundir.records import (
     TrainLog,
 )
 from overmem.rundir.fields import count, finite, number, value_problem
-from overmem.rundir.names import is_safe_name, unsafe_reason
+from overmem.rundir.names import is_safe_name, links_out, unsafe_reason
 
 STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -56,19 +56,15 @@ def checkpoint_folders(path: Path) -> dict[int, Path]:
         return out
     for child in path.iterdir():
         m = _CKPT.match(child.name)
-        if m and child.is_dir() and not _leads_out(child, path):
+        if m and child.is_dir() and not links_out(child, path):
             out[int(m.group(1))] = child
     return out
 
 
-def _leads_out(child: Path, folder: Path) -> bool:
-    return child.is_symlink() and not child.resolve().is_relative_to(folder.resolve())
-
-
 def outside_links(path: Path) -> list[str]:
     """Problems: checkpoint-N entries that are links out of the Trainer folder (never read)."""
-    return [f"{child.name} is a link to {child.resolve()}, outside this Trainer folder; not read"
-            for child in sorted(path.iterdir()) if _CKPT.match(child.name) and _leads_out(child, path)]
+    return [f"{child.name} is a link out of this Trainer folder (or a loop of links); not read"
+            for child in sorted(path.iterdir()) if _CKPT.match(child.name) and links_out(child, path)]
 
 
 def state_file(path: Path) -> Path | None:
@@ -175,7 +171,7 @@ def base_model(path: Path, folders: dict[int, Path]) -> dict:
 
 def _config_name(folder: Path) -> str | None:
     try:
-        name = parse_json((folder / "config.json").read_text()).get("_name_or_path")
+        name = load_json(folder / "config.json").get("_name_or_path")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return name if isinstance(name, str) and name else None
@@ -185,7 +181,7 @@ def _state(source: Path | None) -> dict:
     """The Trainer's state file as an object (ValueError when it is not one)."""
     if source is None:
         return {}
-    state = parse_json(source.read_text())
+    state = load_json(source)
     if not isinstance(state, dict):
         raise ValueError("not a JSON object")
     history = state.get("log_history")
@@ -205,6 +201,7 @@ def read_trainer_folder(path: Path) -> TrainerRun:
     logs: list[TrainLog] = []
     triples: list[tuple[str, str, str, float]] = []
     eval_epochs: dict[int, float] = {}
+    logged: dict[tuple, float] = {}  # (step, split, key) -> the value logged last
     max_steps = state.get("max_steps") or None
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0):
         problems.append(f"{source.name}: max_steps {max_steps!r} is not a step count")
@@ -215,7 +212,7 @@ def read_trainer_folder(path: Path) -> TrainerRun:
             problems.append(f"{where} is not an object")
             continue
         try:
-            step = count({"step": entry.get("step", 0)}, "step", optional=False)
+            step = count(entry, "step", optional=False)
             epoch = number(entry, "epoch", optional=True) or 0.0
             if isinstance(entry.get("loss"), (int, float)) and not isinstance(entry.get("loss"), bool):
                 logs.append(TrainLog(step=step, epoch=epoch, loss=number(entry, "loss"),
@@ -225,10 +222,15 @@ def read_trainer_folder(path: Path) -> TrainerRun:
             continue
         found = []
         for split, key, value in parse_eval_entry(entry):
-            if is_safe_name(split):
-                found.append((split, key, value))
-            else:
+            if not is_safe_name(split):
                 problems.append(f"{where}: eval split {split!r} {unsafe_reason(split)}; not read")
+                continue
+            before = logged.setdefault((step, split, key), value)
+            if before != value and finite(before) and finite(value):
+                problems.append(f"{where}: step {step} logged eval_{key} on {split} again with another value "
+                                f"({before:.6g}, now {value:.6g}); the later counts")
+            logged[(step, split, key)] = value
+            found.append((split, key, value))
         if found:
             eval_epochs[step] = epoch
             triples.extend((checkpoint_name(step), split, key, value) for split, key, value in found)
@@ -283,7 +285,7 @@ def _folder_epoch(folder: Path | None) -> float | None:
     if folder is None:
         return None
     try:
-        epoch = parse_json((folder / STATE).read_text()).get("epoch")
+        epoch = load_json(folder / STATE).get("epoch")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return float(epoch) if finite(epoch) else None

@@ -7,10 +7,12 @@ and an evaluator) never interleave partial lines.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -68,6 +70,33 @@ def open_own(path: Path, flags: int) -> int:
         raise
 
 
+MAX_RECORD_FILE = 64 * 1024 * 1024  # run.json, checkpoint.json, configs: far below this
+
+
+def read_small(path: Path, limit: int = MAX_RECORD_FILE) -> str:
+    """The text of a record file someone else wrote: a regular file of at most ``limit`` bytes
+    (a FIFO would block forever, a device or a huge file would fill memory: ValueError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{path} is {info.st_size} bytes, more than a record file holds ({limit})")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path} grew past {limit} bytes while read")
+    return data.decode("utf-8")
+
+
+def load_json(path: Path) -> Any:
+    """A record file's JSON (ValueError for any file that is not one: see read_small, parse_json)."""
+    return parse_json(read_small(path))
+
+
 def parse_json(text: str | bytes) -> Any:
     """JSON from someone else's file: too deep a nesting is a ValueError like any other bad JSON."""
     try:
@@ -91,8 +120,7 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path, "r", encoding="utf-8") as fh:
-        return parse_json(fh.read())
+    return load_json(path)
 
 
 def append_line(path: Path, obj: dict) -> None:
@@ -107,6 +135,10 @@ def append_line(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = open_own(path, os.O_RDWR | os.O_APPEND)
     try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # another name elsewhere would see the writes
+            raise OSError(errno.EPERM, "is not a plain file of the run only (a FIFO, a device or a hard link); "
+                          "overmem does not append to it", str(path))
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             drop_torn_tail(fd)
@@ -175,8 +207,10 @@ class JsonlTail:
             return []
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)
-            chunk = fh.read(size - self.offset)
-        end = chunk.rfind(b"\n")
+            chunk = fh.read(min(size - self.offset, MAX_CHUNK))
+            end = chunk.rfind(b"\n")
+            if end < 0 and len(chunk) == MAX_CHUNK:  # one line longer than any record: skipped, said
+                return [self._skip_long_line(fh)]
         self.torn = end != len(chunk) - 1
         if end < 0:
             return []
@@ -188,6 +222,23 @@ class JsonlTail:
             if raw.strip():
                 lines.append(TailLine(self.lineno, raw.decode("utf-8", errors="replace")))
         return lines
+
+
+    def _skip_long_line(self, fh) -> "TailLine":
+        """Move past a line of more than MAX_CHUNK bytes (never held in memory): its place is
+        returned as a line whose text says so, for the reader to report."""
+        self.lineno += 1
+        while True:
+            block = fh.read(MAX_CHUNK)
+            at = block.find(b"\n")
+            if at >= 0 or not block:
+                self.offset = fh.tell() - len(block) + (at + 1 if at >= 0 else 0)
+                self.torn = at < 0
+                return TailLine(self.lineno, TOO_LONG)
+
+
+MAX_CHUNK = 256 * 1024 * 1024  # read at most this much of metrics.jsonl per poll
+TOO_LONG = "a line longer than 256 MiB (not read)"  # not JSON, so the reader reports it as a bad line
 
 
 @contextmanager

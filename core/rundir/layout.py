@@ -29,7 +29,7 @@ from overmem import __version__
 from overmem.errors import CorruptRun, OutputExists, RunNotFound
 from overmem.rundir import io
 from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, describe_holder, holders, process_gone, try_claim
-from overmem.rundir.names import inside, is_safe_name, safe_name
+from overmem.rundir.names import inside, is_safe_name, real_path, safe_name
 from overmem.rundir.samples import GEN, PPL, PplSample, from_rows, to_rows
 from overmem.rundir.records import (
     CheckpointInfo,
@@ -56,7 +56,7 @@ class RunDir:
     """Paths of one overmem run directory plus its writers."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path).expanduser().resolve()
+        self.path = real_path(path, RunNotFound)
 
     # -- paths ---------------------------------------------------------------
     @property
@@ -175,12 +175,7 @@ class RunDir:
         path = self.sidecar(checkpoint, split, part)
         if not path.is_file():
             return []
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    rows.append(io.parse_json(line))
-        return rows
+        return [io.parse_json(line) for line in io.read_small(path, 1024**3).splitlines() if line.strip()]
 
     # -- selection ---------------------------------------------------------------
     def write_selection(self, name: str, exported_to: str | None = None) -> None:

@@ -69,13 +69,16 @@ class Metric:
         if problem:
             raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {value!r} {problem}")
         probe = typed(obj, "probe", (str,), None)
+        n = count(obj, "n")
+        if n == 0 and metric in ("ppl", "acc") and not probe:
+            raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} over n 0 rows is no measurement")
         return cls(
             checkpoint=checkpoint,
             split=split,
             metric=metric,
             value=float(value),
             aggregate=typed(obj, "aggregate", (str,), ""),
-            n=count(obj, "n"),
+            n=n,
             time=number(obj, "time", optional=True) or 0.0,
             probe=safe_name(probe, "probe name", RecordError) if probe else None,
             replaces=typed(obj, "replaces", (bool,), False),
@@ -128,6 +131,23 @@ class Resumed:
                    number(obj, "time", optional=True) or 0.0)
 
 
+@dataclass(frozen=True)
+class Replaced:
+    """The checkpoint ``checkpoint`` was made again (merge --force): the records before this line
+    describe the one it replaced. Order in the file decides, not clocks (hosts disagree)."""
+
+    checkpoint: str
+    time: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"type": "replaced", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Replaced":
+        return cls(safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
+                   number(obj, "time", optional=True) or 0.0)
+
+
 def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None:
     """Fold a training record into the history: a resume drops what the abandoned attempt
     logged after its resume point, and a step at or before the last one (a Trainer resumed
@@ -139,7 +159,7 @@ def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None
         logs.append(record)
 
 
-def record_from_json(obj: Any) -> Metric | TrainLog | Resumed:
+def record_from_json(obj: Any) -> Metric | TrainLog | Resumed | Replaced:
     """Parse one metrics.jsonl record (raises RecordError on a bad shape)."""
     if not isinstance(obj, dict):
         raise RecordError("record is not an object")
@@ -150,4 +170,6 @@ def record_from_json(obj: Any) -> Metric | TrainLog | Resumed:
         return TrainLog.from_json(obj)
     if kind == "resume":
         return Resumed.from_json(obj)
+    if kind == "replaced":
+        return Replaced.from_json(obj)
     raise RecordError(f"unknown record type {kind!r}")

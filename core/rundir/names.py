@@ -26,9 +26,13 @@ def unsafe_reason(name: object) -> str | None:
         return "holds a path separator"
     if name in (".", "..") or name.startswith("."):
         return "starts with a dot"
-    if "\0" in name or any(ord(c) < 32 for c in name):
-        return "holds a control character"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+    if not all(c.isprintable() for c in name):  # control, format (bidi) and unassigned characters
+        return "holds a character that is not printable"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return "is not valid text"
+    if size > MAX_NAME:
         return f"is longer than {MAX_NAME} bytes"
     return None
 
@@ -46,10 +50,28 @@ def is_safe_name(name: object) -> bool:
     return unsafe_reason(name) is None
 
 
+def real_path(path: str | os.PathLike, error: type[OvermemError] = UsageError) -> Path:
+    """``path`` absolute with every link resolved (``error`` for a loop of links)."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # Python raises RuntimeError for a loop of links
+        raise error(f"{path}: its links go round in a loop ({exc})") from None
+
+
+def links_out(entry: Path, root: Path) -> bool:
+    """True for a link that leads out of ``root`` (or round in a loop of links)."""
+    if not entry.is_symlink():
+        return False
+    try:
+        return not entry.resolve().is_relative_to(root.resolve())
+    except (RuntimeError, OSError):  # Python raises RuntimeError for a loop of links
+        return True
+
+
 def inside(root: Path, path: Path, error: type[OvermemError] = UsageError) -> Path:
     """``path`` when, with every symlink resolved, it lies inside ``root`` (also resolved)."""
-    real = Path(path).resolve()
-    base = Path(root).resolve()
+    real = real_path(path, error)
+    base = real_path(root, error)
     if real != base and not real.is_relative_to(base):
         raise error(f"{path} lies outside {root} (it resolves to {real}); overmem writes only inside the run")
     return real

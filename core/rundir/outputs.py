@@ -13,9 +13,10 @@ import os
 import time
 from pathlib import Path
 
+from overmem.rundir.names import real_path
 from overmem.errors import OutputExists, UsageError
 from overmem.rundir import hf_trainer
-from overmem.rundir.io import atomic_write_json, parse_json
+from overmem.rundir.io import atomic_write_json, load_json
 from overmem.rundir.layout import (CHECKPOINTS, CLAIMS, INIT_ADAPTER, METRICS, RUN_JSON, SAMPLES, SELECTION, STATE,
                                    TRAINING_LEASE)
 from overmem.rundir.sources import OVERLAY
@@ -45,7 +46,7 @@ def lexical(path: str | os.PathLike) -> Path:
     """``path`` absolute with its folders' links resolved but not its own last component (a
     link is replaced as a link, never through it)."""
     path = Path(path).expanduser()
-    return path.parent.resolve() / path.name
+    return real_path(path.parent) / path.name
 
 
 def refuse_reason(target: str | os.PathLike) -> str | None:
@@ -127,7 +128,7 @@ def mark_output(folder: Path, kind: str, source: str = "") -> None:
 
 def read_marker(folder: Path) -> dict | None:
     try:
-        obj = parse_json((folder / MARKER).read_text())
+        obj = load_json(folder / MARKER)
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None

@@ -12,17 +12,18 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from overmem.errors import CorruptRun
+from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
 from overmem.rundir.sources import (OVERLAY, SOURCE_HF, SOURCE_OVERMEM, detect_source, overlay,  # noqa: F401
                                      run_dir_for)  # (re-exported)
 from overmem.rundir.layout import RunDir
-from overmem.rundir.io import JsonlTail, parse_json, read_json
+from overmem.rundir.io import TOO_LONG, JsonlTail, parse_json, read_json
 from overmem.rundir.layout import CHECKPOINT_JSON
 from overmem.rundir.records import KIND_BASE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
-from overmem.rundir.lines import add_train_record, record_from_json
-from overmem.rundir.names import is_safe_name, printable, unsafe_reason
+from overmem.rundir.lines import Replaced, add_train_record, record_from_json
+from overmem.rundir.outputs import read_marker
+from overmem.rundir.names import is_safe_name, printable, real_path, unsafe_reason
 
 BASE_CHECKPOINT = "ep0"
 
@@ -56,7 +57,7 @@ class RunReader:
     """Incremental reader of one run directory (overmem's own, or a Trainer folder and its overlay)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path).expanduser().resolve()
+        self.path = real_path(path, RunNotFound)
         self.source = detect_source(self.path)
         self.rundir = RunDir(self.path) if self.source == SOURCE_OVERMEM else overlay(self.path)
         self._tail = JsonlTail(self.rundir.metrics)
@@ -124,12 +125,17 @@ class RunReader:
             changed = True
         for line in lines:
             try:
+                if line.text == TOO_LONG:
+                    raise ValueError(TOO_LONG)
                 record = record_from_json(parse_json(line.text))
             except (ValueError, RecordError, RecursionError) as exc:
                 self._line_problems.append(f"metrics.jsonl:{line.lineno}: {exc}")
             else:
                 if isinstance(record, Metric):
                     self._add_metric(record, line.lineno)
+                elif isinstance(record, Replaced):  # its earlier records describe what it replaced
+                    self._metrics = [m for m in self._metrics if m.checkpoint != record.checkpoint]
+                    self._seen = {k: v for k, v in self._seen.items() if k[0] != record.checkpoint}
                 else:
                     add_train_record(self._logs, record)
         return changed or bool(lines) or torn_before != self._tail.torn
@@ -182,8 +188,8 @@ class RunReader:
         as another run's checkpoint, is refused) whose checkpoint.json names it."""
         if not is_safe_name(name):
             raise RecordError(f"{unsafe_reason(name)}: not a checkpoint name")
-        if path.is_symlink() and not path.resolve().is_relative_to(self.rundir.path):
-            raise RecordError(f"is a link to {path.resolve()}, outside this run; not read")
+        if path.is_symlink() and not real_path(path, RecordError).is_relative_to(self.rundir.path):
+            raise RecordError(f"is a link to {real_path(path, RecordError)}, outside this run; not read")
         try:
             obj = read_json(path / CHECKPOINT_JSON)
         except ValueError as exc:
@@ -191,6 +197,9 @@ class RunReader:
         info = CheckpointInfo.from_json(obj, path)
         if info.name != name:
             raise RecordError(f"{CHECKPOINT_JSON} names it {info.name!r}, not its folder's name; not read")
+        location = info.extra.get("location")
+        if location and (read_marker(Path(location)) or {}).get("kind") != "merge":
+            raise RecordError(f"{CHECKPOINT_JSON} locates it in {location}, which is no merge overmem wrote; not read")
         return info
 
     # -- a Trainer's own files ---------------------------------------------------

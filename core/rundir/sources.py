@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from overmem.rundir.names import real_path
 from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
 from overmem.rundir.layout import RUN_JSON, RunDir
@@ -36,7 +37,7 @@ def detect_source(path: Path) -> str:
 
 def run_dir_for(path: str | os.PathLike) -> RunDir:
     """Where overmem writes for the run at ``path``: the run itself, or a Trainer folder's overlay."""
-    path = Path(path).expanduser().resolve()
+    path = real_path(path, RunNotFound)
     return overlay(path) if detect_source(path) == SOURCE_HF else RunDir(path)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from overmem.errors import CorruptRun
-from overmem.rundir.io import atomic_write_json, parse_json, swap_in
+from overmem.rundir.io import atomic_write_json, load_json, swap_in
 from overmem.rundir.names import safe_name
 
 PROGRESS = "progress.json"
@@ -78,7 +78,7 @@ def read_progress(state_dir: Path) -> Progress | None:
     """The saved position, None when there is none (CorruptRun when the file is not one)."""
     path = state_dir / PROGRESS
     try:
-        obj = parse_json(path.read_text())
+        obj = load_json(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -106,7 +106,7 @@ def eval_command(
     evaluator.check_failures()
     from overmem.rundir.reader import check_problems
 
-    check_problems(summary.run, "; the result above leaves them out")
+    check_problems(summary.run, "; the result above is computed around them (listed as problems)")
 
 
 def _claim_devices(device: str | None) -> str | None:

@@ -37,7 +37,7 @@ def recommend(
         console.print(advice_text(summary))
     # records that could not be used are listed above and left out of every decision; the
     # exit code says the run needs attention
-    check_problems(summary.run, "; the result above leaves them out")
+    check_problems(summary.run, "; the result above is computed around them (listed as problems)")
 
 
 def register(app: typer.Typer) -> None:
