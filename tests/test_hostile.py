@@ -909,7 +909,7 @@ def test_an_adapter_config_of_the_wrong_shape_is_one_line(run, change, message):
 
 @pytest.mark.parametrize("args,message", [
     (["merge", "ep1", "ep2", "--run", "{run}", "--method", "ties", "--param", "density=nan"], "density"),
-    (["merge", "ep1", "ep2", "--run", "{run}", "--weights", "-1e308,1e308"], "is not finite"),
+    (["merge", "ep1", "ep2", "--run", "{run}", "--weights", "-1e308,1e308"], "weights must be finite numbers of at most"),
     (["merge", "ep1", "ep2", "--run", "{run}", "--shard-size", "0"], "--shard-size must be at least 1"),
     (["probe", "{run}", "--n-samples", "99999999999"], "--n-samples must be at most 1000"),
     (["probe", "{run}", "--temperature", "nan"], "--temperature must be a finite number"),
@@ -1062,3 +1062,16 @@ def test_a_report_never_replaces_a_file_that_only_mentions_it(run, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# my project\n\nmade with overmem report: see below\n")
     assert "is not a report overmem wrote" in _one_line_error(run_cli("report", run, "--out", readme))
+
+
+def test_a_merge_whose_result_is_not_finite_writes_nothing(run):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    file = run / "checkpoints" / "ep1" / "adapter_model.safetensors"
+    tensors = load_file(str(file))
+    name = next(k for k in tensors if "lora_B" in k)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(file))
+    line = _one_line_error(run_cli("merge", "ep1", "ep2", "--run", run), 2)
+    assert "is not finite" in line and not (run / "checkpoints" / "merge-ep1+ep2").exists()
