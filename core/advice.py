@@ -226,7 +226,8 @@ def _merge_pair(points, phases: Phases, recommended: str | None) -> tuple[tuple[
 
 def _warnings(points, phases: Phases, split) -> list[str]:
     if not phases.learned:
-        return [f"{split} accuracy never rose above the base's: every checkpoint is under-trained"]
+        floor = "the base's" if phases.base_acc is not None else "zero"
+        return [f"{split} accuracy never rose clearly above {floor}: every checkpoint is under-trained"]
     if not phases.onset:
         return []
     trajectory = [p for p in points if p.on_trajectory and p.ppl is not None]

@@ -111,7 +111,7 @@ def recorded_answer(info: RunInfo) -> tuple[tuple[str, ...], bool]:
     formats = answer.get("formats") if isinstance(answer, dict) else None
     if not isinstance(answer, dict) or not isinstance(formats or [], list) or \
             not all(isinstance(f, str) and f in EXTRACTORS for f in formats or []):
-        raise CorruptRun(f"run.json: data.answer {answer!r} is not {{\"formats\": [{', '.join(EXTRACTORS)}], "
+        raise CorruptRun(f"run.json: data.answer {str(answer)[:80]!r} is not {{\"formats\": [{', '.join(EXTRACTORS)}], "
                          "\"fallback\": true|false}")
     return tuple(formats or ()), bool(answer.get("fallback", False))
 

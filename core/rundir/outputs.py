@@ -13,12 +13,12 @@ import os
 import time
 from pathlib import Path
 
-from overmem.rundir.names import real_path
 from overmem.errors import OutputExists, UsageError
 from overmem.rundir import hf_trainer
 from overmem.rundir.io import atomic_write_json, load_json
 from overmem.rundir.layout import (CHECKPOINTS, CLAIMS, INIT_ADAPTER, METRICS, RUN_JSON, SAMPLES, SELECTION, STATE,
                                    TRAINING_LEASE)
+from overmem.rundir.names import real_path
 from overmem.rundir.sources import OVERLAY
 
 MARKER = ".overmem-output.json"  # written into every folder overmem creates as an output
@@ -46,6 +46,8 @@ def lexical(path: str | os.PathLike) -> Path:
     """``path`` absolute with its folders' links resolved but not its own last component (a
     link is replaced as a link, never through it)."""
     path = Path(path).expanduser()
+    if path.name in ("", ".", ".."):  # names a folder by its relation to another: resolve it all
+        return real_path(path)
     return real_path(path.parent) / path.name
 
 
