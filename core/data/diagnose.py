@@ -24,7 +24,7 @@ def root_cause(exc: BaseException) -> str:
 def diagnose_files(files: list[str]) -> str | None:
     """What is wrong with which local JSON/JSONL file and row, or None when they parse (the
     failure lies elsewhere). Only called after a load failed, so large files cost nothing."""
-    import json
+    from overmem.rundir.io import parse_json
 
     for name in files:
         path = Path(name)
@@ -35,7 +35,7 @@ def diagnose_files(files: list[str]) -> str | None:
         text = path.read_text(encoding="utf-8", errors="replace")
         if path.suffix.lower() == ".json":
             try:
-                obj = json.loads(text)
+                obj = parse_json(text)
             except ValueError:
                 obj = None  # datasets reads JSON Lines from .json files too
             else:
@@ -51,7 +51,7 @@ def diagnose_files(files: list[str]) -> str | None:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = parse_json(line)
             except ValueError as exc:
                 return f"{path} line {lineno} is not JSON ({exc})"
             if not isinstance(row, dict):

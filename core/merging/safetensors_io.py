@@ -104,7 +104,7 @@ class TensorReader:
                 if not isinstance(weight_map, dict):
                     raise ValueError("weight_map is not an object")
                 names = {safe_name(f, "shard file name", CorruptFile) for f in weight_map.values()}
-            except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise CorruptFile(f"{index}: unreadable index ({exc})") from exc
             files = sorted(self.folder / f for f in names)
             missing = [f.name for f in files if not f.is_file()]

@@ -172,7 +172,7 @@ def base_model(path: Path, folders: dict[int, Path]) -> dict:
 def _config_name(folder: Path) -> str | None:
     try:
         name = load_json(folder / "config.json").get("_name_or_path")
-    except (OSError, ValueError, AttributeError, RecursionError):
+    except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) and name else None
 
@@ -202,9 +202,10 @@ def read_trainer_folder(path: Path) -> TrainerRun:
     triples: list[tuple[str, str, str, float]] = []
     eval_epochs: dict[int, float] = {}
     logged: dict[tuple, float] = {}  # (step, split, key) -> the value logged last
-    max_steps = state.get("max_steps") or None
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0):
-        problems.append(f"{source.name}: max_steps {max_steps!r} is not a step count")
+    try:
+        max_steps = count(state, "max_steps") or None
+    except ValueError as exc:
+        problems.append(f"{source.name}: {exc}")
         max_steps = None
     for i, entry in enumerate(history):
         where = f"{source.name}: log_history[{i}]"
@@ -251,8 +252,11 @@ def read_trainer_folder(path: Path) -> TrainerRun:
         kind = KIND_ADAPTER if is_adapter(folder) else KIND_FULL
         checkpoints.append(CheckpointInfo(name=checkpoint_name(step), kind=kind, epoch=epoch, step=step,
                                           path=folder))
-    global_step = state.get("global_step") or 0
-    global_step = global_step if isinstance(global_step, int) and not isinstance(global_step, bool) else 0
+    try:
+        global_step = count(state, "global_step") or 0
+    except ValueError as exc:
+        problems.append(f"{source.name}: {exc}")
+        global_step = 0
     finished = bool(max_steps) and global_step >= int(max_steps)
     adapters = any(c.kind == KIND_ADAPTER for c in checkpoints)
     info = RunInfo(
@@ -286,6 +290,6 @@ def _folder_epoch(folder: Path | None) -> float | None:
         return None
     try:
         epoch = load_json(folder / STATE).get("epoch")
-    except (OSError, ValueError, AttributeError, RecursionError):
+    except (OSError, ValueError, AttributeError):
         return None
     return float(epoch) if finite(epoch) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from overmem.rundir.fields import RecordError, count, number, text, typed, value_problem
+from overmem.rundir.fields import RecordError, count, number, shown, text, typed, value_problem
 from overmem.rundir.names import safe_name
 
 # Canonical split names; "validation"/"eval" are accepted as aliases of "val".
@@ -67,7 +67,7 @@ class Metric:
         value = obj.get("value")
         problem = value_problem(metric, value)
         if problem:
-            raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {value!r} {problem}")
+            raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {shown(value)} {problem}")
         probe = typed(obj, "probe", (str,), None)
         n = count(obj, "n")
         if n == 0 and metric in ("ppl", "acc") and not probe:
@@ -127,7 +127,8 @@ class Resumed:
 
     @classmethod
     def from_json(cls, obj: dict) -> "Resumed":
-        return cls(count(obj, "step", optional=False), safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
+        return cls(count(obj, "step", optional=False),
+                   safe_name(obj.get("checkpoint"), "checkpoint name", RecordError),
                    number(obj, "time", optional=True) or 0.0)
 
 

@@ -109,7 +109,7 @@ class RunReader:
             except FileNotFoundError:
                 self._info = None
                 self._info_problem = "run.json is missing" if self.source == SOURCE_OVERMEM else None
-            except (OSError, ValueError, RecordError, TypeError, RecursionError) as exc:
+            except (OSError, ValueError, TypeError) as exc:  # RecordError is a ValueError
                 self._info_problem = f"run.json: {exc}"
         # Listing the folder every poll is cheap and, unlike its mtime, exact on
         # network file systems with coarse timestamps.
@@ -128,7 +128,7 @@ class RunReader:
                 if line.text == TOO_LONG:
                     raise ValueError(TOO_LONG)
                 record = record_from_json(parse_json(line.text))
-            except (ValueError, RecordError, RecursionError) as exc:
+            except ValueError as exc:  # bad JSON or a RecordError
                 self._line_problems.append(f"metrics.jsonl:{line.lineno}: {exc}")
             else:
                 if isinstance(record, Metric):
@@ -175,7 +175,7 @@ class RunReader:
             except FileNotFoundError:
                 self._ckpt_problems[name] = f"checkpoints/{name} has no {CHECKPOINT_JSON}"
                 continue
-            except (OSError, ValueError, RecordError, TypeError, RecursionError) as exc:
+            except (OSError, ValueError, TypeError) as exc:  # RecordError is a ValueError
                 self._ckpt_problems[name] = f"checkpoints/{name}: {exc}"
                 continue
             self._ckpt_problems.pop(name, None)
@@ -213,7 +213,7 @@ class RunReader:
         try:
             self._trainer = hf_trainer.read_trainer_folder(self.path)
             self._trainer_problem = None
-        except (OSError, ValueError, TypeError, RecursionError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             self._trainer_problem = f"trainer_state.json: {exc}"
         return True
 

@@ -84,8 +84,7 @@ def eval_command(
     )
     from overmem.models.loading import check_device
 
-    check_device(device, tensor_parallel_size or 1, label=given)  # before the split files load
-    options.validate()
+    check_device(device, tensor_parallel_size or 1, label=given)  # named as given; the rest in Evaluator
     with EvalDisplay() as display:
         evaluator = Evaluator(run, options, on_event=display)
         display.console.print(f"[dim]prompts: {evaluator.template.describe()}; splits: {', '.join(evaluator.specs)}; "
