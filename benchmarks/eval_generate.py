@@ -59,7 +59,7 @@ def main() -> None:
     if not vllm_backend.available():
         print("vLLM not installed: vllm comparisons skipped")
         return
-    from overmem.evaluation.models import HFModels
+    from overmem.evaluation.hf_models import HFModels
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = lora_checkpoints(Path(tmp), base, 10)

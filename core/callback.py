@@ -1,9 +1,192 @@
-"""``from overmem.callback import OvermemCallback``: the documented import for Trainer/TRL scripts.
+"""OvermemCallback: make any transformers.Trainer (or TRL) run an overmem run directory.
 
-The installed package is named overmem (not core), so a training repository with its
-own top-level ``core`` package imports this, not its own code.
+Add it to your Trainer; it writes run.json, a checkpoint record for every save
+(the model files are hard-linked, or copied, from the Trainer's checkpoint-N
+folder; optimizer state stays behind), the training loss and learning rate, the
+Trainer's own eval numbers under their own names, and, when splits are given,
+overmem's perplexity and generation accuracy of each saved checkpoint.
+
+    from overmem.callback import OvermemCallback
+    trainer = Trainer(..., callbacks=[OvermemCallback("runs/my-run", tokenizer=tok,
+                                                      splits={"val": val_rows, "test": test_rows})])
+
+Several processes (DDP, FSDP, DeepSpeed): only the main process writes and evaluates,
+on the checkpoint it saved (a fresh model from disk, never the sharded live one);
+the other processes wait for it by polling its claim file, not in a collective,
+so no NCCL timeout fires however long the evaluation takes, and they stop waiting
+with an error if its heartbeat stops.
 """
 
-from overmem.evaluation.callback import OvermemCallback
+from __future__ import annotations
 
-__all__ = ["OvermemCallback"]
+import os
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from overmem.data.template import PromptFormat
+from overmem.rundir import CheckpointInfo, Metric, RunDir, RunInfo, TrainLog
+from overmem.rundir.checkpoint import is_adapter
+from overmem.rundir.claims import CLAIM_TIMEOUT, is_stale
+from overmem.rundir.hf_trainer import parse_eval_entry, trainer_metrics
+from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+
+MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "config.json", "generation_config.json",
+               "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja")
+WAIT_POLL = 2.0
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _rows_file(rundir: RunDir, split: str, rows: list[dict], answer_format: str) -> dict:
+    """Write a split's rows into the run so overmem eval can rebuild it later."""
+    from overmem.data.loaders import DataSource, SplitSpec
+    from overmem.rundir.io import write_jsonl_atomic
+
+    path = rundir.path / "data" / f"{split}.jsonl"
+    write_jsonl_atomic(path, [{"query": r["query"], "response": r["response"]} for r in rows])
+    return SplitSpec(DataSource("file", str(path), answer_format=answer_format)).to_json()
+
+
+class OvermemCallback(TrainerCallback):
+    def __init__(self, run_dir: str | os.PathLike, *, tokenizer=None, splits: dict[str, list[dict]] | None = None,
+                 template: str | dict = "alpaca", system: str | None = None, max_new_tokens: int = 256,
+                 batch_size: int = 16, answer_format: str = "auto", base_model: str | None = None):
+        """``splits``: name -> rows {"query", "response"}; ``template``: alpaca | chat | raw | a
+        template file, or a PromptFormat's JSON form; the same rendering as overmem eval's."""
+        self.rundir = RunDir(run_dir)
+        self.tokenizer = tokenizer
+        self.splits = splits or {}
+        fmt = template if isinstance(template, dict) else None
+        self.template = PromptFormat.from_json(fmt) if fmt else PromptFormat.parse(template, system)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.answer_format = answer_format
+        self.base_model = base_model
+
+    # -- helpers -----------------------------------------------------------------
+    def _base(self, model) -> dict:
+        ref = self.base_model
+        if ref is None:
+            peft = getattr(model, "peft_config", None)
+            if peft:
+                ref = next(iter(peft.values())).base_model_name_or_path
+            else:
+                ref = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None) \
+                    or "unknown"
+        local = Path(ref)
+        return {"id": ref, "path": str(local.resolve()) if local.exists() else None, "gguf_file": None,
+                "trust_remote_code": False}
+
+    def _name(self, args, state) -> str:
+        strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
+        if strategy == "epoch" and state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6:
+            return f"ep{round(state.epoch)}"
+        return f"step{state.global_step}"
+
+    # -- Trainer events ------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero or self.rundir.exists():
+            return
+        data = {"splits": {name: _rows_file(self.rundir, name, rows, self.answer_format)
+                           for name, rows in self.splits.items()},
+                "answer": {"formats": [], "fallback": False}}
+        self.rundir.create(RunInfo(
+            status=STATUS_RUNNING,
+            base_model=self._base(model),
+            method={"name": "adapter" if getattr(model, "peft_config", None) else "full"},
+            loss="trainer",
+            hyperparameters={"lr": args.learning_rate, "epochs": args.num_train_epochs,
+                             "batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
+                             * max(1, args.world_size), "max_steps": state.max_steps},
+            data=data,
+            prompt_template=self.template.to_json(),
+            seed=args.seed,
+            notes=(f"written by OvermemCallback from {args.output_dir}",),
+        ))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or not self.rundir.exists():
+            return
+        now = time.time()
+        records: list = []
+        if "loss" in logs:
+            records.append(TrainLog(step=state.global_step, epoch=float(state.epoch or 0.0), loss=float(logs["loss"]),
+                                    lr=float(logs.get("learning_rate") or 0.0), total_steps=state.max_steps,
+                                    time=now))
+        name = self._name(args, state)  # the same name its checkpoint gets
+        records += trainer_metrics([(name, split, key, value) for split, key, value in parse_eval_entry(logs)], now)
+        self.rundir.append(records)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        name = self._name(args, state)
+        if not state.is_world_process_zero:
+            self._wait_for_main(name)
+            return
+        if not self.rundir.exists():
+            return
+        source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        info = CheckpointInfo(name, KIND_ADAPTER if is_adapter(source) else KIND_FULL,
+                              epoch=float(state.epoch or 0.0), step=state.global_step,
+                              extra={"trainer_checkpoint": str(source)})
+        with self.rundir.stage_checkpoint(info, force=True) as folder:
+            for f in MODEL_FILES:
+                if (source / f).is_file():
+                    _link_or_copy(source / f, folder / f)
+            for shard in source.glob("model-*.safetensors"):
+                _link_or_copy(shard, folder / shard.name)
+        if self.splits and self.tokenizer is not None and model is not None:
+            self._evaluate(name, model, args)
+
+    def _evaluate(self, name: str, model, args) -> None:
+        from overmem.evaluation.inprocess import evaluate_live
+        from overmem.evaluation.runner import EvalOptions, Evaluator
+
+        options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
+                              batch_size=self.batch_size, checkpoints=(name,), backend="hf")
+        if max(1, args.world_size) == 1:  # the live model is whole: evaluate it in place
+            device = str(next(model.parameters()).device)
+            evaluate_live(self.rundir.path, model, self.tokenizer, device, name, options)
+            model.train()
+            return
+        # several processes: the live model may be sharded; evaluate the saved checkpoint,
+        # holding a claim whose heartbeat tells the waiting processes that this one lives
+        evaluator = Evaluator(self.rundir.path, options)
+        try:
+            evaluator.evaluate_pending()
+        finally:
+            evaluator.close()
+
+    def _wait_for_main(self, name: str) -> None:
+        """Other processes: wait until the main process has evaluated ``name`` (no collective)."""
+        if not self.splits or self.tokenizer is None:
+            return
+        claim = self.rundir.claim_path(name)
+        deadline = time.time() + 60  # the main process claims the checkpoint right after saving it
+        while not claim.exists() and not self._evaluated(name) and time.time() < deadline:
+            time.sleep(WAIT_POLL)
+        while claim.exists():
+            if is_stale(claim, CLAIM_TIMEOUT):
+                from overmem.errors import OvermemError
+
+                raise OvermemError(f"the main process stopped evaluating {name} (its claim went stale)")
+            time.sleep(WAIT_POLL)
+
+    def _evaluated(self, name: str) -> bool:
+        from overmem.rundir import load_run
+
+        return any(m.checkpoint == name and m.aggregate == "mean" for m in load_run(self.rundir.path).metrics) \
+            if self.rundir.exists() else False
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.rundir.exists():
+            self.rundir.set_status(STATUS_FINISHED if state.global_step >= state.max_steps else STATUS_FAILED)
+

@@ -9,7 +9,7 @@ from pathlib import Path
 from overmem.errors import CorruptRun, UnknownCheckpoint, UsageError
 from overmem.rundir import RunDir, load_run
 from overmem.rundir.io import swap_in, temp_sibling
-from overmem.rundir.layout import RUN_JSON
+from overmem.rundir.writer import RUN_JSON
 from overmem.rundir.names import real_path, safe_name
 from overmem.rundir.outputs import check_output, mark_output
 from overmem.rundir.reader import SOURCE_OVERMEM

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from overmem.evaluation.callback import OvermemCallback
+    from overmem.callback import OvermemCallback
     from overmem.models.loading import load_tokenizer, resolve_base
     from tests.helpers import trainer_dataset
 

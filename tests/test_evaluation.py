@@ -233,7 +233,7 @@ def test_overmem_callback_on_a_real_trainer(tmp_path, toy_llama):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from overmem.evaluation.callback import OvermemCallback
+    from overmem.callback import OvermemCallback
     from overmem.models.loading import resolve_base
 
     base = resolve_base("tiny")

@@ -54,7 +54,7 @@ def test_core_never_imports_ui_libraries():
     """core's own code never imports textual, typer or rich (third-party libraries it uses
     may: transformers pulls scikit-learn, which pulls rich)."""
     names = [m.name for m in pkgutil.walk_packages(overmem.__path__, "overmem.")]
-    assert "overmem.rundir.reader" in names and "overmem.phases" in names and "overmem.evaluation.callback" in names
+    assert "overmem.rundir.reader" in names and "overmem.phases" in names and "overmem.callback" in names
     code = GUARD + "import importlib\n" + "\n".join(f"importlib.import_module({n!r})" for n in names)
     code += "\nimport json; print(json.dumps(violations))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -98,7 +98,7 @@ def test_a_users_own_core_package_never_shadows_overmem(tmp_path):
 
     out = run("-c", "from overmem.callback import OvermemCallback; import core; print(core.MINE, "
                     "OvermemCallback.__module__)").stdout.split()
-    assert out == ["True", "overmem.evaluation.callback"]
+    assert out == ["True", "overmem.callback"]
     config = json.loads(run("-c", (
         "import json\n"
         "from overmem.training.setup import DataOptions, build_config\n"

@@ -13,7 +13,7 @@ import torch
 
 from overmem.rundir import load_run
 from overmem.training.losses import mar_loss, sft_loss, token_nll
-from overmem.training.methods import Method
+from overmem.training.finetuning import Method
 from overmem.training.setup import DataOptions, build_config
 from overmem.training.trainer import effective_warmup, lr_factor, train
 from tests.helpers import ROOT
@@ -119,7 +119,7 @@ def test_milora_takes_the_minor_singular_components():
     from peft import LoraConfig, get_peft_model
 
     from overmem.models.loading import load_model, resolve_base
-    from overmem.training.methods import milora_init
+    from overmem.training.finetuning import milora_init
 
     base = load_model(resolve_base("tiny"), dtype=torch.bfloat16)
     w = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
@@ -312,7 +312,7 @@ def test_fsdp_on_two_processes_matches_one_process(tmp_path, method, port):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert [l.loss for l in load_run(one).train_logs] == pytest.approx([l.loss for l in run.train_logs], rel=1e-4)
     # the consolidated checkpoint is an ordinary one: the same logits as the unsharded run's
-    from overmem.evaluation.models import HFModels
+    from overmem.evaluation.hf_models import HFModels
 
     models = HFModels(run.info.base_model, device="cpu")
     ids = torch.tensor([[1, 20, 30, 40, 50]])

@@ -65,7 +65,7 @@ def _near_tie(model, prompt: list[int], a: list[int], b: list[int], gap: float =
 def test_vllm_and_hf_greedy_tokens_agree_with_a_lora(lora_run):
     from overmem.data.encoding import encode_prompt
     from overmem.evaluation.hf_generate import generate
-    from overmem.evaluation.models import HFModels
+    from overmem.evaluation.hf_models import HFModels
     from overmem.rundir import load_run
 
     run = load_run(lora_run)
@@ -122,7 +122,7 @@ def test_sampled_confidences_agree_across_backends(lora_run):
     from overmem.data.encoding import encode_prompt
     from overmem.data.template import PromptFormat
     from overmem.evaluation.generators import HFGenerator, VllmBackend
-    from overmem.evaluation.models import HFModels
+    from overmem.evaluation.hf_models import HFModels
     from overmem.rundir import load_run
 
     run = load_run(lora_run)

@@ -26,7 +26,7 @@ from overmem.evaluation.options import METRICS, EvalOptions  # noqa: F401 (METRI
 from overmem.models.loading import allow_remote_code
 from overmem.rundir import Metric, RunInfo, RunReader
 from overmem.rundir.io import write_jsonl_atomic
-from overmem.rundir.layout import SPLITS_SIDECAR
+from overmem.rundir.writer import SPLITS_SIDECAR
 from overmem.rundir.samples import ROWS, GenSample, PplSample
 from overmem.merging.format import check_weights
 from overmem.rundir.checkpoint import adapter_config, is_adapter
@@ -81,7 +81,7 @@ class Evaluator:
     @property
     def models(self):
         if self._models is None:
-            from overmem.evaluation.models import HFModels
+            from overmem.evaluation.hf_models import HFModels
 
             self._models = HFModels(self.base, device=self.options.device)
         return self._models

@@ -17,14 +17,14 @@ from overmem.rundir.io import load_json
 from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
 from overmem.merging.bases import base_ref_of, local_base, same_base
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
-from overmem.merging.methods import get_method
+from overmem.merging.merge_methods import get_merge_method
 from overmem.merging.safetensors_io import TensorReader
 from overmem.merging.writers import check_dtypes, write_adapter, write_full
 from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
 from overmem.rundir.checkpoint import adapter_base, folder_format
 from overmem.rundir.io import staged_dir
 from overmem.rundir.names import real_path, safe_name
-from overmem.rundir.layout import CHECKPOINT_JSON
+from overmem.rundir.writer import CHECKPOINT_JSON
 from overmem.rundir.outputs import check_output, lexical, mark_output
 from overmem.rundir.reader import run_dir_for
 from overmem.rundir.lines import Replaced
@@ -110,7 +110,7 @@ def plan_merge(run_path: str | Path | None, refs: list[str], *, weights: list[fl
     run = _open_run(run_path, refs) if run_path is not None else None
     if len(refs) < 2:
         raise UsageError("merging needs at least two checkpoints")
-    m = get_method(method)
+    m = get_merge_method(method)
     params = m.check_params(params or {})
     weights = list(weights) if weights else [1.0 / len(refs)] * len(refs)
     if len(weights) != len(refs):

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
-from overmem.merging.methods import get_method
+from overmem.merging.merge_methods import get_merge_method
 from overmem.errors import MergeError
 from overmem.rundir.checkpoint import ADAPTER_CONFIG
 from overmem.merging.safetensors_io import MERGEABLE, ShardWriter, TensorReader, plan_shards, write_index
@@ -27,7 +27,7 @@ def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, prog
     """The merged model as safetensors shards beside the base's config and tokenizer files."""
     import torch
 
-    combine = get_method(plan.method).combine
+    combine = get_merge_method(plan.method).combine
     linear = plan.method == "linear"
     full_weight = sum(w for d, w in zip(deltas, plan.weights) if isinstance(d, FullDelta))
     tensors = [(n, base.tensors[n].dtype, base.tensors[n].shape) for n in base.names()]

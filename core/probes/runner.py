@@ -20,7 +20,7 @@ from overmem.data.template import PromptFormat
 from overmem.errors import CorruptRun, UsageError
 from overmem.evaluation.definitions import recorded_answer, recorded_max_len, recorded_splits
 from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
-from overmem.evaluation.models import HFModels
+from overmem.evaluation.hf_models import HFModels
 from overmem.models.loading import allow_remote_code
 from overmem.params import require
 from overmem.probes.base import ProbeContext

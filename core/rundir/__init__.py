@@ -1,6 +1,6 @@
 """The run-directory contract: layout, records, the one reader and the one writer."""
 
-from overmem.rundir.layout import RunDir
+from overmem.rundir.writer import RunDir
 from overmem.rundir.reader import BASE_CHECKPOINT, RunReader, load_run
 from overmem.rundir.records import (
     KIND_ADAPTER,

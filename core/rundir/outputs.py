@@ -16,7 +16,7 @@ from pathlib import Path
 from overmem.errors import OutputExists, UsageError
 from overmem.rundir import hf_trainer
 from overmem.rundir.io import atomic_write_json, load_json
-from overmem.rundir.layout import (CHECKPOINTS, CLAIMS, INIT_ADAPTER, METRICS, RUN_JSON, SAMPLES, SELECTION, STATE,
+from overmem.rundir.writer import (CHECKPOINTS, CLAIMS, INIT_ADAPTER, METRICS, RUN_JSON, SAMPLES, SELECTION, STATE,
                                    TRAINING_LEASE)
 from overmem.rundir.names import real_path
 from overmem.rundir.sources import OVERLAY

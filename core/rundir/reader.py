@@ -16,9 +16,9 @@ from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
 from overmem.rundir.sources import (OVERLAY, SOURCE_HF, SOURCE_OVERMEM, detect_source, overlay,  # noqa: F401
                                      run_dir_for)  # (re-exported)
-from overmem.rundir.layout import RunDir
+from overmem.rundir.writer import RunDir
 from overmem.rundir.io import TOO_LONG, JsonlTail, parse_json, read_json
-from overmem.rundir.layout import CHECKPOINT_JSON
+from overmem.rundir.writer import CHECKPOINT_JSON
 from overmem.rundir.records import KIND_BASE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
 from overmem.rundir.lines import Replaced, add_train_record, record_from_json

@@ -13,7 +13,7 @@ from pathlib import Path
 from overmem.rundir.names import real_path
 from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
-from overmem.rundir.layout import RUN_JSON, RunDir
+from overmem.rundir.writer import RUN_JSON, RunDir
 
 SOURCE_OVERMEM = "overmem"
 SOURCE_HF = "hf-trainer"

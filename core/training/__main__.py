@@ -10,7 +10,7 @@ import json
 import sys
 
 from overmem.training.config import TrainConfig
-from overmem.training.methods import MethodConfig
+from overmem.training.finetuning import MethodConfig
 from overmem.training.trainer import train
 
 

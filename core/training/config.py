@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from overmem.data.template import PROMPT_TEMPLATE
 from overmem.errors import UsageError
 from overmem.params import require
-from overmem.training.methods import MethodConfig
+from overmem.training.finetuning import MethodConfig
 
 SCHEDULES = ("linear", "constant", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")

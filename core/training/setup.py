@@ -10,7 +10,7 @@ from overmem.errors import DataError
 from overmem.params import require
 from overmem.models.loading import resolve_base
 from overmem.training.config import TrainConfig
-from overmem.training.methods import get_method
+from overmem.training.finetuning import get_finetuning_method
 
 # Paper sizes: MetaTrain/MetaTest/GSM8K test all have GSM8K test's 1,319 samples.
 PAPER_EVAL_SIZE = 1319
@@ -83,7 +83,7 @@ def build_config(*, model: str, data: DataOptions, out: str, method: str = "lora
                  r: int | None = None, alpha: float | None = None, dropout: float | None = None,
                  targets: list[str] | None = None, use_rslora: bool = False, trust_remote_code: bool = False,
                  seed: int = 0, eval_options: dict | None = None, **hyper) -> TrainConfig:
-    m = get_method(method)
+    m = get_finetuning_method(method)
     cfg = TrainConfig(
         out=out,
         base=resolve_base(model, trust_remote_code),

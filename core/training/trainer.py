@@ -23,14 +23,14 @@ from overmem.errors import UsageError
 from overmem.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
 from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, Resumed
 from overmem.training import sharding
-from overmem.training import state as resume_state
+from overmem.training import resume as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
 from overmem.training.ownership import clean_after_crash, take_run
 from overmem.training.events import TrainEvent
 from overmem.training.losses import get_loss
 from overmem.training.schedule import effective_warmup, epoch_order, lr_factor  # noqa: F401 (re-exported)
-from overmem.training.methods import adapter_tensors, apply_method, describe, get_method, save_adapter, trainable_state
+from overmem.training.finetuning import adapter_tensors, apply_method, describe, get_finetuning_method, save_adapter, trainable_state
 
 
 class Training:
@@ -49,7 +49,7 @@ class Training:
         if cfg.fsdp and (after_checkpoint or cfg.eval):
             raise UsageError("--eval evaluates the live model, which --fsdp shards: evaluate beside the training "
                              "with overmem eval RUN --follow (on its own device: --device cuda:N)")
-        self.method = get_method(cfg.method.name)
+        self.method = get_finetuning_method(cfg.method.name)
         self.loss_fn = get_loss(cfg.loss).fn
         self.dist: Dist = Dist()
         self.notes: list[str] = []

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from overmem.merging.methods import MergeMethod
+from overmem.merging.merge_methods import MergeMethod
 from overmem_tui.options import ForceOpt
 
 

@@ -9,7 +9,7 @@ from overmem.data.template import TEMPLATE_KINDS
 from overmem.training.config import hyper_default as D
 from overmem.training.config import hyper_help as H
 from overmem.training.losses import Loss
-from overmem.training.methods import Method
+from overmem.training.finetuning import Method
 
 
 def _choices(registry: dict) -> str:
@@ -111,11 +111,11 @@ def _print_plan(cfg, gpus: int | None, gpu_mem: float | None, fsdp: bool) -> Non
     """The memory plan of ``cfg``; UsageError naming the cheapest fix when it does not fit."""
     from overmem.errors import UsageError
     from overmem.training.memory import Setup, cheapest_fix, describe, plan, read_shape
-    from overmem.training.methods import get_method
+    from overmem.training.finetuning import get_finetuning_method
 
     shape = read_shape(_config_folder(cfg.base))
     detected_gpus, detected_mem = _gpus()
-    setup = Setup(method="full" if get_method(cfg.method.name).kind == "full" else "adapter",
+    setup = Setup(method="full" if get_finetuning_method(cfg.method.name).kind == "full" else "adapter",
                   gpus=gpus or detected_gpus, gpu_mem_gb=gpu_mem or detected_mem, fsdp=fsdp,
                   checkpointing=cfg.gradient_checkpointing, micro_batch=cfg.micro_batch_size, seq_len=cfg.max_len,
                   lora_r=cfg.method.r or 64, lora_targets=tuple(cfg.method.targets))

@@ -38,7 +38,7 @@ def histogram(values: list[float], bins: int = BINS, width: int = 40) -> list[st
 
 def load_detail(view: RunView, name: str) -> dict:
     """Read the sidecars of one checkpoint (runs in a worker: file I/O)."""
-    from overmem.rundir.layout import SPLITS_SIDECAR
+    from overmem.rundir.writer import SPLITS_SIDECAR
     from overmem.rundir.reader import run_dir_for
     from overmem.rundir.samples import ROWS, GenSample, PplSample
 

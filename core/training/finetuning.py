@@ -95,7 +95,7 @@ register(Method("milora", "MiLoRA: adapter initialised from the minor singular c
 register(Method("full", "full finetuning: every weight", "full"))
 
 
-def get_method(name: str) -> Method:
+def get_finetuning_method(name: str) -> Method:
     from overmem.errors import UsageError
 
     try:
@@ -117,7 +117,7 @@ def apply_method(model, cfg: MethodConfig, initial: dict | None = None):
     ``initial`` (adapter tensors by PEFT key, e.g. from RUN/init_adapter on resume)
     replaces the SVD of PiSSA/MiLoRA, so a resumed run starts from the same B0, A0.
     """
-    method = get_method(cfg.name)
+    method = get_finetuning_method(cfg.name)
     if method.kind == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -259,5 +259,5 @@ def describe(cfg: MethodConfig) -> str:
     return f"{cfg.name} r={cfg.r} alpha={cfg.alpha:g} dropout={cfg.dropout:g} targets={','.join(cfg.targets)}"
 
 
-__all__ = ["Method", "MethodConfig", "apply_method", "get_method", "register", "save_adapter", "scale",
+__all__ = ["Method", "MethodConfig", "apply_method", "get_finetuning_method", "register", "save_adapter", "scale",
            "describe"]

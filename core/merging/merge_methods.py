@@ -69,7 +69,7 @@ register(MergeMethod("ties", "TIES: trim each delta to its top density fraction,
                      params=(Param("density", 0.2, "fraction of each delta's entries kept", 1e-6, 1.0),)))
 
 
-def get_method(name: str) -> MergeMethod:
+def get_merge_method(name: str) -> MergeMethod:
     from overmem.errors import UsageError
 
     try:
