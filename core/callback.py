@@ -27,7 +27,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from overmem.data.template import PromptFormat
-from overmem.rundir import CheckpointInfo, Metric, RunDir, RunInfo, TrainLog
+from overmem.rundir import CheckpointInfo, RunDir, RunInfo, TrainLog
 from overmem.rundir.checkpoint import is_adapter
 from overmem.rundir.claims import CLAIM_TIMEOUT, is_stale
 from overmem.rundir.hf_trainer import parse_eval_entry, trainer_metrics
@@ -49,10 +49,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def _rows_file(rundir: RunDir, split: str, rows: list[dict], answer_format: str) -> dict:
     """Write a split's rows into the run so overmem eval can rebuild it later."""
     from overmem.data.loaders import DataSource, SplitSpec
-    from overmem.rundir.io import write_jsonl_atomic
 
-    path = rundir.path / "data" / f"{split}.jsonl"
-    write_jsonl_atomic(path, [{"query": r["query"], "response": r["response"]} for r in rows])
+    path = rundir.write_data(split, [{"query": r["query"], "response": r["response"]} for r in rows])
     return SplitSpec(DataSource("file", str(path), answer_format=answer_format)).to_json()
 
 
@@ -71,6 +69,7 @@ class OvermemCallback(TrainerCallback):
         self.batch_size = batch_size
         self.answer_format = answer_format
         self.base_model = base_model
+        self._evaluator = None
 
     # -- helpers -----------------------------------------------------------------
     def _base(self, model) -> dict:
@@ -147,23 +146,26 @@ class OvermemCallback(TrainerCallback):
             self._evaluate(name, model, args)
 
     def _evaluate(self, name: str, model, args) -> None:
-        from overmem.evaluation.inprocess import evaluate_live
-        from overmem.evaluation.runner import EvalOptions, Evaluator
+        """Evaluate the saved checkpoint ``name``; one evaluator (one run context, rows read once)
+        serves every save of the training."""
+        if self._evaluator is None:
+            from overmem.evaluation.inprocess import live_evaluator
+            from overmem.evaluation.options import EvalOptions
+            from overmem.evaluation.runner import Evaluator
 
-        options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
-                              batch_size=self.batch_size, checkpoints=(name,), backend="hf")
-        if max(1, args.world_size) == 1:  # the live model is whole: evaluate it in place
-            device = str(next(model.parameters()).device)
-            evaluate_live(self.rundir.path, model, self.tokenizer, device, name, options)
-            model.train()
-            return
-        # several processes: the live model may be sharded; evaluate the saved checkpoint,
-        # holding a claim whose heartbeat tells the waiting processes that this one lives
-        evaluator = Evaluator(self.rundir.path, options)
+            options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
+                                  batch_size=self.batch_size, backend="hf")
+            if max(1, args.world_size) == 1:  # the live model is whole: evaluate it in place
+                device = str(next(model.parameters()).device)
+                self._evaluator = live_evaluator(self.rundir.path, model, self.tokenizer, device, options)
+            else:
+                # several processes: the live model may be sharded; evaluate the saved checkpoint,
+                # holding a claim whose heartbeat tells the waiting processes that this one lives
+                self._evaluator = Evaluator(self.rundir.path, options)
         try:
-            evaluator.evaluate_pending()
+            self._evaluator.evaluate_one(name)
         finally:
-            evaluator.close()
+            model.train()
 
     def _wait_for_main(self, name: str) -> None:
         """Other processes: wait until the main process has evaluated ``name`` (no collective)."""
@@ -187,6 +189,9 @@ class OvermemCallback(TrainerCallback):
             if self.rundir.exists() else False
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self._evaluator is not None:
+            self._evaluator.close()
+            self._evaluator = None
         if state.is_world_process_zero and self.rundir.exists():
             self.rundir.set_status(STATUS_FINISHED if state.global_step >= state.max_steps else STATUS_FAILED)
 

@@ -19,14 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from overmem.errors import OutputExists, OvermemError, UsageError
 from overmem.rundir.outputs import check_new_run, mark_output, read_marker
-from overmem.evaluation.runner import EvalOptions, Evaluator
+from overmem.evaluation.options import EvalOptions
+from overmem.evaluation.runner import Evaluator
 from overmem.rundir import load_run
 from overmem.summary import Summary, summarize
-from overmem.table import fmt_pct
+from overmem.table import merge_lines
 from overmem.training.setup import DataOptions, build_config
 
 # The embedded default: full finetuning of the tiny model on 200 synthetic-math problems
@@ -230,18 +230,7 @@ def start_in_background(settings: DemoSettings) -> tuple[threading.Thread, DemoP
 def outcome(run_dir: Path, merge: str | None) -> tuple[Summary, list[str]]:
     """The final summary and plain-language lines about the merge against the latest checkpoint."""
     summary = summarize(load_run(run_dir))
-    lines = []
-    trajectory = [r for r in summary.rows if r.checkpoint.on_trajectory and r.checkpoint.kind != "base"]
-    latest = trajectory[-1] if trajectory else None
-    merged = next((r for r in summary.rows if r.name == merge), None)
-    if merged and latest:
-        for split in ("test", summary.split):
-            if split not in summary.splits:
-                continue
-            m, l = merged.get(split), latest.get(split)
-            if m.ppl is not None and l.ppl is not None:
-                lines.append(f"{merge} on {split}: ppl {m.ppl:.4g} vs {l.ppl:.4g} for the latest ({latest.name}), "
-                             f"accuracy {fmt_pct(m.acc)}% vs {fmt_pct(l.acc)}%")
-            if split == summary.split:
-                break
-    return summary, lines
+    trained = [r.name for r in summary.rows if r.checkpoint.trained]
+    if merge is None or not trained:
+        return summary, []
+    return summary, merge_lines(summary, merge, [trained[-1]], label="the latest ")

@@ -90,7 +90,7 @@ def demo_figures(summary: Summary, t: Thresholds = Thresholds()) -> DemoFigures:
     test_ppls = [p.ppl for p in test if p.ppl is not None]
     last_test = next((p for p in test if window and p.name == window[-1]), None)
     rise = last_test.ppl / min(test_ppls) if last_test and last_test.ppl and test_ppls else None
-    merge_row = next((r for r in summary.rows if r.checkpoint.kind == "merge"), None)
+    merge_row = next((r for r in summary.rows if r.checkpoint.is_merge), None)
     latest = rows[-1] if rows else None
     merge_test = latest_test = None
     merge_ok = False

@@ -12,7 +12,8 @@ from overmem.phases import Phase
 from overmem.probes.compare import probe_rows
 from overmem.rundir.io import atomic_write_bytes, atomic_write_text
 from overmem.summary import Summary
-from overmem.table import MARK_LEGEND, PALETTE, fmt_pct, fmt_ppl, markdown_table, table_model, x_of
+from overmem.table import (MARK_LEGEND, PALETTE, fmt_ppl, markdown_table, merge_lines, phase_of, table_model,
+                           trajectory_rows, x_of)
 from overmem.units import pct
 
 SIGNATURE = "overmem report"  # in every report file, so a later report replaces only its own
@@ -43,8 +44,8 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
     from matplotlib.patches import Patch
 
     advice = summary.advice
-    rows = [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
-    merges = [r for r in summary.rows if r.checkpoint.kind == "merge"]
+    rows = trajectory_rows(summary)
+    merges = [r for r in summary.rows if r.checkpoint.is_merge]
     splits = [s for s in summary.splits if any(r.get(s).ppl is not None or r.get(s).acc is not None for r in rows)]
     splits = splits or [None]
     height = 3.2 * len(splits)
@@ -54,8 +55,7 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
     legend: dict[str, object] = {}
     for ax, split in zip(axes[:, 0], splits):
         for i, r in enumerate(rows):
-            verdict = advice.phases.of(r.name)
-            phase = verdict.phase.value if verdict else "unknown"
+            phase = phase_of(summary, r.name)
             shown[phase] = None
             left = (xs[i - 1] + xs[i]) / 2 if i else xs[i] - 0.5
             right = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else xs[i] + 0.5
@@ -110,19 +110,8 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
 
 def merge_results(summary: Summary) -> list[str]:
     """One line per evaluated merge: its numbers against its parents' on the driving and test splits."""
-    lines = []
-    by_name = {r.name: r for r in summary.rows}
-    for r in summary.rows:
-        if r.checkpoint.kind != "merge":
-            continue
-        for split in [s for s in ("test", summary.split) if s in summary.splits][:2]:
-            v = r.get(split)
-            parents = " · ".join(f"{p}: ppl {fmt_ppl(by_name[p].get(split).ppl)}, acc {fmt_pct(by_name[p].get(split).acc)}%"
-                                 for p in r.checkpoint.parents if p in by_name)
-            lines.append(f"{r.name} on {split}: ppl {fmt_ppl(v.ppl)}, acc {fmt_pct(v.acc)}% ({parents})")
-            if split == summary.split:
-                break
-    return lines
+    return [line for r in summary.rows if r.checkpoint.is_merge
+            for line in merge_lines(summary, r.name, list(r.checkpoint.parents))]
 
 
 def markdown(summary: Summary, figure: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Select a checkpoint of a run and optionally export it to a folder."""
+"""Name and select a checkpoint of a run, and optionally export it to a folder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,35 @@ from overmem.rundir.io import swap_in, temp_sibling
 from overmem.rundir.writer import RUN_JSON
 from overmem.rundir.names import real_path, safe_name
 from overmem.rundir.outputs import check_output, mark_output
-from overmem.rundir.reader import SOURCE_OVERMEM
+from overmem.rundir.records import Run
+from overmem.rundir.sources import SOURCE_OVERMEM
+
+RECOMMENDED, LATEST = "recommended", "latest"  # names a command may take for a run's checkpoints
+
+
+def resolve_checkpoints(run: Run, names: list[str]) -> list[str]:
+    """Checkpoint names, with 'recommended' (the advice's pick) and 'latest' (the last trained
+    checkpoint) resolved; UsageError for a name the run does not have."""
+    from overmem.summary import summarize
+
+    out = []
+    for name in names:
+        if name == RECOMMENDED:
+            advice = summarize(run).advice
+            if advice.recommended is None:
+                why = advice.reasons[0] if advice.reasons else "evaluate the run first"
+                raise UsageError(f"no checkpoint is recommended ({why}); name checkpoints with --checkpoints")
+            name = advice.recommended
+        elif name == LATEST:
+            trained = [c for c in run.checkpoints if c.trained]
+            if not trained:
+                raise UsageError("the run has no trained checkpoint yet")
+            name = trained[-1].name
+        if run.checkpoint(name) is None:
+            raise UsageError(f"no checkpoint {name!r} in {run.path}")
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def select_checkpoint(

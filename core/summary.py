@@ -9,7 +9,8 @@ from overmem.errors import EmptyRun, UnknownSplit
 from overmem.values import AGGREGATE_NAMES, Aggregate, Row, available_splits, build_rows
 from overmem.phases import Point, Thresholds
 from overmem.rundir.hf_trainer import TRAINER_METRIC
-from overmem.rundir.records import KIND_BASE, Run, canonical_split
+from overmem.rundir.lines import canonical_split
+from overmem.rundir.records import KIND_BASE, Run
 
 
 @dataclass(frozen=True)

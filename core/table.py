@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from overmem.rundir.hf_trainer import TRAINER_METRIC
 from overmem.summary import Summary
-from overmem.units import fmt_pct, pct  # noqa: F401 (re-exported)
+from overmem.units import fmt_pct
 from overmem.values import Row
 
 # One palette: figures use the colours, the terminal themes derive from them.
@@ -38,6 +38,27 @@ def x_of(row: Row) -> float | None:
     if ckpt.epoch is not None:
         return float(ckpt.epoch)
     return float(ckpt.step) if ckpt.step is not None else None
+
+
+def trajectory_rows(summary: Summary) -> list[Row]:
+    """The rows drawn on the trajectory's x axis: base and trained checkpoints with an epoch or step."""
+    return [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
+
+
+def merge_lines(summary: Summary, merge: str, against: list[str], label: str = "") -> list[str]:
+    """A merge's numbers beside those of the checkpoints it is compared with (each named after
+    ``label``), on the test split and on the driving split (one line each)."""
+    by_name = {r.name: r for r in summary.rows}
+    if merge not in by_name:
+        return []
+    lines = []
+    for split in dict.fromkeys(s for s in ("test", summary.split) if s in summary.splits):
+        v = by_name[merge].get(split)
+        others = " · ".join(f"{label}{name}: ppl {fmt_ppl(by_name[name].get(split).ppl)}, "
+                            f"acc {fmt_pct(by_name[name].get(split).acc)}%" for name in against if name in by_name)
+        lines.append(f"{merge} on {split}: ppl {fmt_ppl(v.ppl)}, acc {fmt_pct(v.acc)}%"
+                     + (f" ({others})" if others else ""))
+    return lines
 
 
 def phase_of(summary: Summary, name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from overmem.rundir.lines import ordered_splits
 from overmem.rundir.records import CheckpointInfo, Run
 
 # Preference among ppl aggregates. "mean": the mean of per-sample perplexities (the
@@ -113,5 +114,4 @@ def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[Row, ...], 
 def available_splits(rows: tuple[Row, ...]) -> tuple[str, ...]:
     """Splits with at least one ppl or accuracy value, train/val/test first."""
     seen = {s for row in rows for s, v in row.splits.items() if v.ppl is not None or v.acc is not None}
-    preferred = [s for s in ("train", "val", "test") if s in seen]
-    return tuple(preferred + sorted(seen - set(preferred)))
+    return tuple(ordered_splits(seen))

@@ -1,10 +1,12 @@
-"""Rich progress displays for long-running core jobs (training, evaluation, merging)."""
+"""Rich progress displays for long-running core jobs (training, evaluation, probes, merging):
+each turns the typed events of overmem.progress into bars and lines."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
 
+from overmem.progress import PROBE, Advanced, Event, Failed, Note, Saved, Skipped, Started, Stepped
 from overmem.rundir.names import printable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -42,7 +44,7 @@ def add_task(progress: Progress, *args, **kwargs) -> int:
 
 
 class TrainDisplay:
-    """Turns TrainEvents into a progress bar and printed notes."""
+    """Turns a training's events into a progress bar and printed notes."""
 
     def __init__(self) -> None:
         self.progress = training_progress()
@@ -54,22 +56,23 @@ class TrainDisplay:
     def __exit__(self, *exc) -> None:
         stop(self.progress)
 
-    def __call__(self, event) -> None:
-        if event.kind == "start":
-            self.progress.console.print(f"[dim]{event.text}[/]")
-            self.task = add_task(self.progress, "train", total=event.total_steps, completed=event.step,
-                                               epoch=0.0, loss="-", rate="-")
-        elif event.kind == "step" and self.task is not None:
-            self.progress.update(self.task, completed=event.step, epoch=event.epoch, loss=f"{event.loss:.4f}",
-                                 rate=f"{event.tokens_per_s:,.0f}")
-        elif event.kind == "checkpoint":
-            self.progress.console.print(f"saved checkpoint [bold]{event.text}[/] (step {event.step})")
-        elif event.kind == "note":
-            self.progress.console.print(f"[yellow]note:[/] {escape(printable(event.text))}")
+    def __call__(self, event: Event) -> None:
+        match event:
+            case Started():
+                self.progress.console.print(f"[dim]{event.text}[/]")
+                self.task = add_task(self.progress, "train", total=event.total, completed=event.done,
+                                     epoch=0.0, loss="-", rate="-")
+            case Stepped() if self.task is not None:
+                self.progress.update(self.task, completed=event.done, epoch=event.epoch, loss=f"{event.loss:.4f}",
+                                     rate=f"{event.tokens_per_s:,.0f}")
+            case Saved():
+                self.progress.console.print(f"saved checkpoint [bold]{event.subject}[/] (step {event.step})")
+            case Note():
+                self.progress.console.print(f"[yellow]note:[/] {escape(printable(event.text))}")
 
 
 class EvalDisplay:
-    """Turns EvalEvents into one progress bar per (checkpoint, split, part)."""
+    """Turns an evaluation's (or a probe run's) events into one bar per (checkpoint, split, part)."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -88,17 +91,19 @@ class EvalDisplay:
     def __exit__(self, *exc) -> None:
         stop(self.progress)
 
-    def __call__(self, event) -> None:
-        if event.kind == "progress":
-            key = (event.checkpoint, event.split, event.part)
-            if key not in self.tasks:
-                label = f"{event.checkpoint} {event.split} {event.part}"
-                self.tasks[key] = add_task(self.progress, label, total=event.total)
-            self.progress.update(self.tasks[key], completed=event.done)
-        elif event.kind in ("note", "skip"):
-            self.progress.console.print(f"[yellow]{event.checkpoint}:[/] {escape(printable(event.text))}")
-        elif event.kind == "failed":
-            self.progress.console.print(f"[red]{event.checkpoint} failed:[/] {escape(printable(event.text))}")
+    def __call__(self, event: Event) -> None:
+        match event:
+            case Advanced():
+                key = (event.subject, event.split, event.part)
+                if key not in self.tasks:
+                    self.tasks[key] = add_task(self.progress, " ".join(key), total=event.total)
+                self.progress.update(self.tasks[key], completed=event.done)
+            case Note() | Skipped():
+                self.progress.console.print(f"[yellow]{event.subject}:[/] {escape(printable(event.text))}")
+            case Failed():
+                self.progress.console.print(f"[red]{event.subject} failed:[/] {escape(printable(event.text))}")
+            case Started() if event.job == PROBE:
+                self.progress.console.print(f"[dim]probing {event.subject}: {event.text}[/]")
 
 
 class MergeDisplay:
@@ -113,13 +118,14 @@ class MergeDisplay:
         self.progress = Progress(*columns, console=console)
         self.task = None
 
-    def __enter__(self):
-        return self.update
+    def __enter__(self) -> "MergeDisplay":
+        return self
 
     def __exit__(self, *exc) -> None:
         stop(self.progress)
 
-    def update(self, done: int, total: int, name: str) -> None:
-        if self.task is None:
-            self.task = add_task(self.progress, "merge", total=total, name="")
-        self.progress.update(self.task, completed=done, name=name)
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Advanced):
+            if self.task is None:
+                self.task = add_task(self.progress, "merge", total=event.total, name="")
+            self.progress.update(self.task, completed=event.done, name=event.subject)

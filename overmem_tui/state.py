@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from overmem.phases import Thresholds
 from overmem.rundir.records import Run
 from overmem.summary import Summary, summarize
-from overmem.table import MERGE_MARK, RECOMMENDED_MARK, SORTS, pct, phase_of, x_of  # noqa: F401 (re-exported)
+from overmem.table import MERGE_MARK, RECOMMENDED_MARK, phase_of, trajectory_rows, x_of
+from overmem.units import pct
 from overmem_tui.plotting import Band, Plot, Series, series_style
 
 
@@ -24,6 +25,8 @@ class RunView:
     summary: Summary | None
     error: str | None = None
     claims: tuple[str, ...] = ()  # checkpoints an evaluator works on now
+    split: str | None = None  # the split asked for when the view was computed (None: the default)
+    thresholds: Thresholds = Thresholds()  # the thresholds it was computed with
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class WatchState:
         return view.summary if view else None
 
     def with_view(self, index: int, view: "RunView") -> "WatchState":
+        """The state with run ``index`` shown as ``view``. A view computed (off the UI thread)
+        with another split or thresholds than this state's, because a key changed them
+        meanwhile, is recomputed from its run with this state's: a late view never undoes a key."""
+        if (view.split, view.thresholds) != (self.split_for(index), self.thresholds):
+            view = make_view(view.run, self.split_for(index), self.thresholds, view.claims)
         views = list(self.views)
         views[index] = view
         return replace(self, views=tuple(views))
@@ -65,18 +73,19 @@ class WatchState:
 
 def make_view(run: Run, split: str | None, thresholds: Thresholds, claims: tuple[str, ...] = ()) -> RunView:
     """Everything the screen shows of one run; never raises (an error becomes part of the view)."""
+    basis = {"claims": claims, "split": split, "thresholds": thresholds}
     try:
-        return RunView(run, summarize(run, split, thresholds), claims=claims)
+        return RunView(run, summarize(run, split, thresholds), **basis)
     except Exception as exc:  # a split that vanished, a bug: shown in the status line, the screen stays
         try:
-            return RunView(run, summarize(run, None, thresholds), error=str(exc), claims=claims)
+            return RunView(run, summarize(run, None, thresholds), error=str(exc), **basis)
         except Exception as exc2:  # noqa: BLE001 - same reason
-            return RunView(run, None, error=f"{type(exc2).__name__}: {exc2}", claims=claims)
+            return RunView(run, None, error=f"{type(exc2).__name__}: {exc2}", **basis)
 
 
 def plots(summary: Summary, log_scale: bool, cursor: str | None = None) -> tuple[Plot, Plot]:
     """The perplexity and the accuracy panels over the trajectory (merges are not on it)."""
-    rows = [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
+    rows = trajectory_rows(summary)
     uses_steps = all(r.checkpoint.epoch is None for r in rows) and bool(rows)
     advice = summary.advice
     bands = tuple(Band(x_of(r), phase_of(summary, r.name)) for r in rows)
@@ -132,7 +141,7 @@ def status_line(view: RunView | None, now: float | None = None) -> str:
                      f"({age(now - last.time)} ago)" if last.time else
                      f"train step {last.step}{total} epoch {last.epoch:.2f} loss {last.loss:.4f}")
     if view.summary:
-        saved = [r for r in view.summary.rows if r.checkpoint.path is not None or r.checkpoint.kind == "base"]
+        saved = [r for r in view.summary.rows if r.checkpoint.path is not None or r.checkpoint.is_base]
         done = [r for r in saved if any(v.ppl is not None or v.acc is not None for v in r.splits.values())]
         parts.append(f"evaluated {len(done)}/{len(saved)} checkpoints")
     if view.claims:

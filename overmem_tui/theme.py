@@ -6,7 +6,7 @@ and light terminal themes alike; plot bands use darker tints of the same hues.
 
 from __future__ import annotations
 
-from overmem.table import MERGE_MARK, ONSET_MARK, PALETTE, RECOMMENDED_MARK  # noqa: F401 (re-exported)
+from overmem.table import PALETTE
 
 _TEXT_ON = {"black": "#f0f0f0", "yellow": "#1a1a1a", "purple": "#ffffff", "overfit": "#ffffff"}
 
@@ -19,4 +19,3 @@ def _tint(colour: str, factor: float = 0.35) -> str:
 PHASE_STYLE = {phase: (f"bold {_TEXT_ON[phase]} on {colour}" if phase in _TEXT_ON else colour)
                for phase, colour in PALETTE.items()}
 PHASE_BAND = {phase: ("" if phase == "unknown" else _tint(colour)) for phase, colour in PALETTE.items()}
-PHASE_MARK = {"black": "■", "yellow": "●", "purple": "◆", "overfit": "▼", "unknown": "·"}

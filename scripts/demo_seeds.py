@@ -32,7 +32,7 @@ def one_run(seed: int, threads: int, root: str, lr: float | None, loss: str) -> 
 
     from overmem.demo import DemoProgress, DemoSettings, merge_and_evaluate, train_config
     from overmem.demo_check import demo_figures
-    from overmem.evaluation.inprocess import evaluate_after_checkpoint
+    from overmem.evaluation.inprocess import EvaluateAfterCheckpoint
     from overmem.rundir import load_run
     from overmem.summary import summarize
     from overmem.training.trainer import train
@@ -42,7 +42,7 @@ def one_run(seed: int, threads: int, root: str, lr: float | None, loss: str) -> 
     settings = replace(settings, lr=lr or settings.lr)
     cfg = replace(train_config(settings, settings.out, settings.lr),
                   eval={"max_new_tokens": settings.max_new_tokens, "batch_size": 50})
-    train(cfg, after_checkpoint=evaluate_after_checkpoint)
+    train(cfg, after_checkpoint=EvaluateAfterCheckpoint())
     merge = merge_and_evaluate(settings, settings.out, DemoProgress())
     summary = summarize(load_run(settings.out))
     return seed, threads, demo_figures(summary), merge, summary.advice.phases.onset

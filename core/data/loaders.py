@@ -16,7 +16,7 @@ from pathlib import Path
 from overmem.data import synthetic
 from overmem.data.diagnose import diagnose_files, root_cause
 from overmem.data.answers import gold_answer
-from overmem.data.layouts import LAYOUTS, detect_layout, normalize_record  # noqa: F401 (LAYOUTS re-exported)
+from overmem.data.layouts import detect_layout, normalize_record
 from overmem.errors import DataError
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

@@ -8,7 +8,6 @@ them into the overlay ``DIR/overmem/run.json``, so later commands need no option
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 from overmem.data.answers import EXTRACTORS
@@ -17,10 +16,7 @@ from overmem.data.template import PromptFormat
 from overmem.errors import CorruptRun, DataError
 from overmem.rundir.names import safe_name
 from overmem.rundir import RunInfo, RunReader, canonical_split
-from overmem.rundir.io import atomic_write_json
 from overmem.rundir.records import STATUS_RUNNING
-
-SPLIT_ORDER = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -80,13 +76,12 @@ def define(reader: RunReader, changes: Definitions) -> RunInfo:
         template = default_format(specs)
     data = {**own.data, "splits": {**(own.data.get("splits") or {}), **{k: v.to_json() for k, v in specs.items()}}}
     hyper = {**own.hyperparameters, **({"max_len": changes.max_len} if changes.max_len else {})}
-    updated = replace(own, data=data, hyperparameters=hyper, base_model=changes.base or own.base_model,
-                      prompt_template=template.to_json() if template is not None else own.prompt_template)
+    changed = dict(data=data, hyperparameters=hyper, base_model=changes.base or own.base_model,
+                   prompt_template=template.to_json() if template is not None else own.prompt_template)
     if reader.rundir.exists():
-        updated = replace(updated, updated=time.time())
-        atomic_write_json(reader.rundir.within(reader.rundir.run_json), updated.to_json())
+        reader.rundir.update_info(**changed)
     else:
-        reader.rundir.create(updated)
+        reader.rundir.create(replace(own, **changed))
     return reader.snapshot().info
 
 
@@ -125,8 +120,3 @@ def recorded_max_len(info: RunInfo, default: int) -> int:
         raise CorruptRun(f"run.json: hyperparameters.max_len {value!r} is not a token count of at least 8")
     return value
 
-
-def ordered(names) -> list[str]:
-    """Split names in the monitored order (train, val, test), then the rest by name."""
-    names = list(dict.fromkeys(canonical_split(n) for n in names))
-    return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)

@@ -119,7 +119,7 @@ class VllmBackend:
         from overmem.evaluation.vllm_backend import unservable_reason
         from overmem.rundir.checkpoint import FORMAT_ADAPTER, checkpoint_format
 
-        if ckpt.kind != "base" and checkpoint_format(ckpt) == FORMAT_ADAPTER:
+        if not ckpt.is_base and checkpoint_format(ckpt) == FORMAT_ADAPTER:
             return unservable_reason(ckpt.path)
         return None
 

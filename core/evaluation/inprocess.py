@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
-from overmem.evaluation.runner import EvalOptions, Evaluator
+from overmem.evaluation.options import EvalOptions
+from overmem.evaluation.runner import Evaluator
 
 
 class LiveModels:
@@ -28,18 +30,26 @@ class LiveModels:
             model.config.use_cache = was_cache
 
 
-def evaluate_live(run_path, model, tokenizer, device: str, checkpoint: str, options: EvalOptions,
-                  on_event=None) -> None:
-    evaluator = Evaluator(run_path, EvalOptions(**{**options.__dict__, "checkpoints": (checkpoint,),
-                                                   "backend": "hf"}),
-                          models=LiveModels(model, tokenizer, device), on_event=on_event)
-    evaluator.evaluate_pending()
+def live_evaluator(run_path, model, tokenizer, device: str, options: EvalOptions, on_event=None) -> Evaluator:
+    """An evaluator of the live model (hf backend), kept for the whole training: one run
+    context, its rows read once."""
+    return Evaluator(run_path, replace(options, backend="hf"), models=LiveModels(model, tokenizer, device),
+                     on_event=on_event)
 
 
-def evaluate_after_checkpoint(training, name: str) -> None:
-    """Training hook: evaluate the just-saved checkpoint with the live model (hf backend)."""
-    opts = training.cfg.eval or {}
-    options = EvalOptions(max_new_tokens=int(opts.get("max_new_tokens", 256)),
-                          batch_size=int(opts.get("batch_size", 16)),
-                          limit=opts.get("limit"))
-    evaluate_live(training.rundir.path, training.model, training.tokenizer, training.dist.device, name, options)
+class EvaluateAfterCheckpoint:
+    """Training hook: evaluate each just-saved checkpoint with the live model."""
+
+    def __init__(self) -> None:
+        self._evaluator: Evaluator | None = None
+
+    def __call__(self, training, name: str) -> None:
+        if self._evaluator is None:
+            opts = training.cfg.eval or {}
+            defaults = EvalOptions()
+            options = EvalOptions(max_new_tokens=int(opts.get("max_new_tokens", defaults.max_new_tokens)),
+                                  batch_size=int(opts.get("batch_size", defaults.batch_size)),
+                                  limit=opts.get("limit"))
+            self._evaluator = live_evaluator(training.rundir.path, training.model, training.tokenizer,
+                                             training.dist.device, options)
+        self._evaluator.evaluate_one(name)

@@ -9,8 +9,7 @@ from overmem.evaluation.generators import BACKENDS
 from overmem.models.loading import check_device
 from overmem.params import require
 from overmem.rundir.claims import CLAIM_TIMEOUT
-
-METRICS = ("ppl", "acc")
+from overmem.rundir.lines import EVAL_METRICS
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class EvalOptions:
     batch_size: int = 16
     limit: int | None = None
     force: bool = False
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = EVAL_METRICS
     split_files: dict = field(default_factory=dict)  # name -> SplitSpec json: defined once, remembered
     template: str | dict | None = None  # a PromptFormat's JSON form: recorded in the run
     max_len: int | None = None  # recorded in the run
@@ -38,8 +37,8 @@ class EvalOptions:
         """UsageError for the first option out of range, before anything is loaded or written."""
         if self.backend not in BACKENDS:
             raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
-        if not self.metrics or set(self.metrics) - set(METRICS):
-            raise UsageError(f"--metrics takes {', '.join(METRICS)}")
+        if not self.metrics or set(self.metrics) - set(EVAL_METRICS):
+            raise UsageError(f"--metrics takes {', '.join(EVAL_METRICS)}")
         for option, value in (("--max-new-tokens", self.max_new_tokens), ("--batch-size", self.batch_size),
                               ("--limit", self.limit), ("--tensor-parallel-size", self.tensor_parallel_size)):
             require(option, value, int, low=1)

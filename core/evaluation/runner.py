@@ -12,53 +12,44 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from overmem.data.answers import GOLD_FORMATS, answers_match, extract_answer
-from overmem.data.encoding import encode, encode_prompt
-from overmem.data.loaders import SplitSpec, select
+from overmem.data.loaders import SplitSpec
 from overmem.data.template import PromptFormat
 from overmem.errors import ClaimLost, CorruptRun, ModelError, UnknownCheckpoint, UnknownSplit
 from overmem.evaluation import perplexity
-from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
-from overmem.evaluation.definitions import (Definitions, define, ordered, recorded_answer, recorded_max_len,
-                                            recorded_splits)
-from overmem.evaluation.events import EvalEvent
-from overmem.evaluation.options import METRICS, EvalOptions  # noqa: F401 (METRICS re-exported)
-from overmem.models.loading import allow_remote_code
-from overmem.rundir import Metric, RunInfo, RunReader
-from overmem.rundir.io import write_jsonl_atomic
-from overmem.rundir.writer import SPLITS_SIDECAR
-from overmem.rundir.samples import ROWS, GenSample, PplSample
+from overmem.evaluation.context import RunContext
+from overmem.evaluation.definitions import Definitions, define
+from overmem.evaluation.generators import HFGenerator
+from overmem.evaluation.options import EvalOptions
+from overmem.progress import EVAL, Failed, Finished, Listener, Note, Skipped, Started, counter, ignore
+from overmem.rundir import Metric, RunReader
+from overmem.rundir.lines import MEAN, METRIC_ACC, METRIC_PPL, ordered_splits
+from overmem.rundir.samples import GenSample, PplSample
 from overmem.merging.format import check_weights
 from overmem.rundir.checkpoint import adapter_config, is_adapter
-from overmem.rundir.records import KIND_BASE, STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
+from overmem.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
 
 class Evaluator:
     def __init__(self, run_path: str | Path, options: EvalOptions = EvalOptions(), *,
-                 on_event: Callable[[EvalEvent], None] | None = None, models=None) -> None:
+                 on_event: Listener | None = None, models=None) -> None:
         options.validate()  # before any work
         self.reader = RunReader(run_path)
         self.rundir = self.reader.rundir  # the run, or a Trainer folder's overlay
         self.options = options
-        self.on_event = on_event or (lambda e: None)
+        self.on_event = on_event or ignore
         template = PromptFormat.from_json(options.template) if options.template else None
         info = define(self.reader, Definitions(dict(options.split_files), template, options.max_len, options.base))
-        self.info = info
-        self.base = allow_remote_code(info.base_model, options.trust_remote_code)
-        self.specs = self._split_specs(info)
-        self.template = PromptFormat.from_json(info.prompt_template)
-        self.max_len = recorded_max_len(info, 2048)
-        self.trained_formats, self.answer_fallback = recorded_answer(info)
-        self._models = models
+        self.ctx = RunContext(self.reader, info, trust_remote_code=options.trust_remote_code, models=models,
+                              device=options.device)
+        self.specs = self._split_specs()
         self._generator = None
-        self._rows: dict[str, list[dict]] = {}
         self._claim = None
         self._forced: set[str] = set()
         self.failed: dict[str, str] = {}  # checkpoint -> why it could not be evaluated (not retried)
 
     # -- setup -------------------------------------------------------------------
-    def _split_specs(self, info: RunInfo) -> dict[str, SplitSpec]:
-        defined = recorded_splits(info)
-        wanted = ordered(self.options.splits or defined)
+    def _split_specs(self) -> dict[str, SplitSpec]:
+        defined = self.ctx.specs
+        wanted = ordered_splits(self.options.splits or defined)
         unknown = [s for s in wanted if s not in defined]
         if unknown:
             have = ", ".join(defined) or "none"
@@ -66,43 +57,21 @@ class Evaluator:
                                "give --split-file NAME=PATH")
         return {s: defined[s] for s in wanted}
 
-    def _vllm_options(self) -> dict:
-        o = self.options
-        return {k: v for k, v in (("gpu_memory_utilization", o.gpu_memory_utilization),
-                                  ("tensor_parallel_size", o.tensor_parallel_size)) if v is not None}
-
-    def answer_formats(self, split: str) -> tuple[str, ...]:
-        """How predictions on ``split`` are read: the training format (overmem's own runs), the
-        split's own answer format, then every other marker; never the last number alone."""
-        own = self.specs[split].source.answer_format
-        first = list(self.trained_formats) + ([own] if own != "auto" else [])
-        return tuple(dict.fromkeys(first + [f for f in GOLD_FORMATS if f not in first]))
-
     @property
-    def models(self):
-        if self._models is None:
-            from overmem.evaluation.hf_models import HFModels
-
-            self._models = HFModels(self.base, device=self.options.device)
-        return self._models
+    def template(self) -> PromptFormat:
+        return self.ctx.template
 
     def generator(self):
         if self._generator is None:
-            self._generator = choose_generator(
-                self.options.backend, self.base, self.models, checkpoints=self.reader.snapshot().checkpoints,
-                max_len=self.max_len, max_new_tokens=self.options.max_new_tokens, batch_size=self.options.batch_size,
-                stops=self.template.stops, **self._vllm_options())
+            o = self.options
+            engine = {k: v for k, v in (("gpu_memory_utilization", o.gpu_memory_utilization),
+                                        ("tensor_parallel_size", o.tensor_parallel_size)) if v is not None}
+            self._generator = self.ctx.generator(o.backend, checkpoints=self.reader.snapshot().checkpoints,
+                                                 max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, **engine)
         return self._generator
 
     def rows(self, split: str) -> list[dict]:
-        """The split's rows (written once to samples/_splits/<split>.jsonl for later views)."""
-        if split not in self._rows:
-            rows = select(self.specs[split])
-            path = self.rundir.sidecar(SPLITS_SIDECAR, split, ROWS)
-            if not path.exists():
-                write_jsonl_atomic(path, [{"idx": i, **r} for i, r in enumerate(rows)])
-            self._rows[split] = rows
-        rows = self._rows[split]
+        rows = self.ctx.rows(split)
         return rows[: self.options.limit] if self.options.limit else rows
 
     def gradable(self, split: str) -> bool:
@@ -113,7 +82,7 @@ class Evaluator:
     def todo(self, run: Run) -> list[tuple[CheckpointInfo, list[tuple[str, str]]]]:
         # overmem's own records (aggregate "mean"); an HF Trainer's eval_loss (token ppl) or
         # accuracy logged through OvermemCallback does not count as evaluated
-        done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None and m.aggregate == "mean"}
+        done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None and m.aggregate == MEAN}
         chosen = run.checkpoints
         if self.options.checkpoints is not None:
             names = {c.name for c in run.checkpoints}
@@ -123,11 +92,11 @@ class Evaluator:
             chosen = [c for c in run.checkpoints if c.name in self.options.checkpoints]
         out = []
         for ckpt in chosen:
-            if (ckpt.path is None and ckpt.kind != "base") or ckpt.name in self.failed:
+            if (ckpt.path is None and not ckpt.is_base) or ckpt.name in self.failed:
                 continue
             redo = self.options.force and ckpt.name not in self._forced  # --force: once per checkpoint
             need = [(s, m) for s in self.specs for m in self.options.metrics
-                    if (m != "acc" or self.gradable(s)) and (redo or (ckpt.name, s, m) not in done)]
+                    if (m != METRIC_ACC or self.gradable(s)) and (redo or (ckpt.name, s, m) not in done)]
             if need:
                 out.append((ckpt, need))
         return out
@@ -140,7 +109,7 @@ class Evaluator:
             claim = self.rundir.try_claim(ckpt.name, steal=self.options.steal_claims,
                                           timeout=self.options.claim_timeout)
             if claim is None:
-                self.on_event(EvalEvent("skip", ckpt.name, text="claimed by another evaluator"))
+                self.on_event(Skipped(EVAL, ckpt.name, text="claimed by another evaluator"))
                 continue
             with claim.heartbeat():
                 # what is left now: another evaluator may have finished it since the list was made
@@ -151,11 +120,11 @@ class Evaluator:
                 try:
                     self.evaluate_checkpoint(ckpt, need)
                 except ClaimLost as exc:
-                    self.on_event(EvalEvent("note", ckpt.name, text=str(exc)))
+                    self.on_event(Note(EVAL, ckpt.name, text=str(exc)))
                     continue
                 except (ModelError, CorruptRun) as exc:  # this checkpoint only: the others go on
                     self.failed[ckpt.name] = str(exc)
-                    self.on_event(EvalEvent("failed", ckpt.name, text=str(exc)))
+                    self.on_event(Failed(EVAL, ckpt.name, text=str(exc)))
                     continue
                 finally:
                     self._claim = None
@@ -164,6 +133,11 @@ class Evaluator:
             if only_one:
                 break
         return count
+
+    def evaluate_one(self, name: str) -> int:
+        """Evaluate what is left of checkpoint ``name`` only (a training's or a callback's latest save)."""
+        self.options = replace(self.options, checkpoints=(name,))
+        return self.evaluate_pending()
 
     def _record(self, records: list[Metric]) -> None:
         """Append records, unless this evaluator's claim was taken over meanwhile (then another
@@ -201,61 +175,54 @@ class Evaluator:
 
     def evaluate_checkpoint(self, ckpt: CheckpointInfo, need: Iterable[tuple[str, str]]) -> list[Metric]:
         need = list(need)
-        if ckpt.kind != KIND_BASE and ckpt.path is not None:
+        if not ckpt.is_base and ckpt.path is not None:
             check_weights(ckpt.path)  # a tampered header is one line naming the file, before any library maps it
             if is_adapter(ckpt.path):
                 adapter_config(ckpt.path)  # its fields too
         records: list[Metric] = []
-        gen = self.generator() if any(m == "acc" for _, m in need) else None
+        gen = self.generator() if any(m == METRIC_ACC for _, m in need) else None
         if gen is not None and (reason := gen.serves(ckpt)):
             label = getattr(gen, "label", gen.name)
-            self.on_event(EvalEvent("note", ckpt.name, text=f"{label} cannot serve {ckpt.name}: {reason}; "
-                                                             "using the hf backend for it"))
-            gen = HFGenerator(self.models, self.options.batch_size, self.template.stops)
+            self.on_event(Note(EVAL, ckpt.name, text=f"{label} cannot serve {ckpt.name}: {reason}; "
+                                                     "using the hf backend for it"))
+            gen = self.ctx.hf_generator(self.options.batch_size)
         in_process = gen is None or isinstance(gen, HFGenerator)
-        self.on_event(EvalEvent("start", ckpt.name, text=getattr(gen, "name", "hf")))
-        if any(m == "ppl" for _, m in need) or in_process:
-            with self.models.use(ckpt) as model:
+        self.on_event(Started(EVAL, ckpt.name, text=getattr(gen, "name", "hf")))
+        if any(m == METRIC_PPL for _, m in need) or in_process:
+            with self.ctx.models.use(ckpt) as model:
                 for split, metric in need:
-                    if metric == "ppl":
+                    if metric == METRIC_PPL:
                         records += self._ppl(ckpt, split, model)
                     elif in_process:
                         records += self._accuracy(ckpt, split, gen, model)
         if not in_process:
             for split, metric in need:
-                if metric == "acc":
+                if metric == METRIC_ACC:
                     records += self._accuracy(ckpt, split, gen, None)
-        self.on_event(EvalEvent("done", ckpt.name))
+        self.on_event(Finished(EVAL, ckpt.name))
         return records
 
     def _progress(self, ckpt, split, part, total):
-        state = {"done": 0}
-
-        def advance(n: int) -> None:
-            state["done"] += n
-            self.on_event(EvalEvent("progress", ckpt.name, split, part, state["done"], total))
-
-        self.on_event(EvalEvent("progress", ckpt.name, split, part, 0, total))
-        return advance
+        return counter(self.on_event, EVAL, ckpt.name, total, split=split, part=part)
 
     def _ppl(self, ckpt, split, model) -> list[Metric]:
         rows = self.rows(split)
-        tok = self.models.tokenizer
-        encoded = [encode(tok, r["query"], r["response"], self.template, self.max_len) for r in rows]
+        encoded = [self.ctx.encode(r) for r in rows]
         cut = sum(e.truncated for e in encoded)
         if cut:
             empty = sum(e.n_response == 0 for e in encoded)
-            self.on_event(EvalEvent("note", ckpt.name, split, text=(
-                f"{cut} of {len(rows)} {split} references are cut at max_len {self.max_len} (scored on their first "
+            self.on_event(Note(EVAL, ckpt.name, split=split, text=(
+                f"{cut} of {len(rows)} {split} references are cut at max_len {self.ctx.max_len} (scored on their first "
                 f"tokens{f'; {empty} have no response token left and are not scored' if empty else ''})")))
-        samples = perplexity.score(model, encoded, tok.pad_token_id, self.options.batch_size, self.models.device,
+        samples = perplexity.score(model, encoded, self.ctx.tokenizer.pad_token_id, self.options.batch_size,
+                                   self.ctx.models.device,
                                    progress=self._progress(ckpt, split, "ppl", len(rows)),
-                                   on_note=lambda text: self.on_event(EvalEvent("note", ckpt.name, split, text=text)))
+                                   on_note=lambda text: self.on_event(Note(EVAL, ckpt.name, split=split, text=text)))
         self.rundir.write_samples(ckpt.name, split, [
             PplSample(s.idx, s.nll_sum, s.n_tokens, encoded[s.idx].truncated) for s in samples])
         now = time.time()
         scored = sum(1 for s in samples if s.n_tokens)
-        records = [Metric(ckpt.name, split, "ppl", value, aggregate, scored, now)
+        records = [Metric(ckpt.name, split, METRIC_PPL, value, aggregate, scored, now)
                    for aggregate, value in perplexity.aggregates(samples).items()]
         self._record(records)
         return records
@@ -265,24 +232,22 @@ class Evaluator:
         graded = [(i, r) for i, r in enumerate(rows) if r.get("answer") is not None]
         if len(graded) < len(rows):
             fmt = self.specs[split].source.answer_format
-            self.on_event(EvalEvent("note", ckpt.name, split, text=(
+            self.on_event(Note(EVAL, ckpt.name, split=split, text=(
                 f"{len(rows) - len(graded)} of {len(rows)} {split} references state no gold answer "
                 f"(answer format {fmt}); accuracy counts the other {len(graded)}")))
         if not graded:
             return []
-        tok = self.models.tokenizer
-        prompts = [encode_prompt(tok, r["query"], self.template) for _, r in graded]
+        prompts = [self.ctx.prompt(r["query"]) for _, r in graded]
         outputs = gen.greedy(ckpt, prompts, self.options.max_new_tokens, model=model,
                              progress=self._progress(ckpt, split, "gen", len(graded)))
         sidecar, correct = [], 0
         for (i, row), ids in zip(graded, outputs):
-            text = text_of(tok, ids, self.template.stops)
-            predicted = extract_answer(text, self.answer_formats(split), self.answer_fallback)
-            ok = answers_match(predicted, row["answer"])
-            correct += ok
-            sidecar.append(GenSample(i, text, predicted, row["answer"], ok))
+            text = self.ctx.text(ids)
+            grade = self.ctx.grade(split, text, row["answer"])
+            correct += grade.correct
+            sidecar.append(GenSample(i, text, grade.predicted, row["answer"], grade.correct))
         self.rundir.write_samples(ckpt.name, split, sidecar)
-        record = Metric(ckpt.name, split, "acc", correct / len(graded), "mean", len(graded), time.time())
+        record = Metric(ckpt.name, split, METRIC_ACC, correct / len(graded), MEAN, len(graded), time.time())
         self._record([record])
         return [record]
 

@@ -11,7 +11,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from overmem.rundir.io import load_json
 from overmem.errors import MergeError, OutputExists, RunNotFound, UsageError
@@ -20,13 +19,14 @@ from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.merge_methods import get_merge_method
 from overmem.merging.safetensors_io import TensorReader
 from overmem.merging.writers import check_dtypes, write_adapter, write_full
+from overmem.progress import Listener, ignore
 from overmem.rundir import KIND_BASE, KIND_MERGE, CheckpointInfo, RunDir, load_run
-from overmem.rundir.checkpoint import adapter_base, folder_format
+from overmem.rundir.checkpoint import FORMAT_ADAPTER, FORMAT_BASE, adapter_base, folder_format
 from overmem.rundir.io import staged_dir
 from overmem.rundir.names import real_path, safe_name
 from overmem.rundir.writer import CHECKPOINT_JSON
 from overmem.rundir.outputs import check_output, lexical, mark_output
-from overmem.rundir.reader import run_dir_for
+from overmem.rundir.sources import run_dir_for
 from overmem.rundir.lines import Replaced
 from overmem.rundir.records import Run
 
@@ -72,7 +72,7 @@ def _resolve(run: Run | None, ref: str) -> MergeInput:
     ckpt = run.checkpoint(ref) if run is not None else None
     if ckpt is not None:
         if ckpt.kind == KIND_BASE:
-            return MergeInput(ref, "base", None, ckpt)
+            return MergeInput(ref, FORMAT_BASE, None, ckpt)
         if ckpt.path is None or not ckpt.path.is_dir():
             raise MergeError(f"checkpoint {ref} has no folder to merge")
         return _input(ref, ckpt.path, ckpt)
@@ -123,9 +123,9 @@ def plan_merge(run_path: str | Path | None, refs: list[str], *, weights: list[fl
     base_ref = base_ref_of(run, inputs, base)
     folder = local_base(base_ref)
     for inp in inputs:
-        if inp.fmt != "base":
+        if inp.fmt != FORMAT_BASE:
             same_base(inp, folder, base_ref, run, given=base is not None)
-    all_adapters = all(i.fmt in ("adapter", "base") for i in inputs)
+    all_adapters = all(i.fmt in (FORMAT_ADAPTER, FORMAT_BASE) for i in inputs)
     form = form or ("adapter" if all_adapters and m.exact_adapter else "full")
     if form not in FORMS:
         raise UsageError(f"--as must be one of {', '.join(FORMS)}")
@@ -170,16 +170,16 @@ def _replaceable_record(folder: Path, name: str, run_path: Path, force: bool) ->
 def _deltas(plan: MergePlan, base: TensorReader) -> list[Delta]:
     out: list[Delta] = []
     for inp in plan.inputs:
-        if inp.fmt == "base":
+        if inp.fmt == FORMAT_BASE:
             out.append(ZeroDelta(inp.label))
-        elif inp.fmt == "adapter":
+        elif inp.fmt == FORMAT_ADAPTER:
             out.append(LoraDelta(inp.label, inp.path, base))
         else:
             out.append(FullDelta(inp.label, inp.path, base))
     return out
 
 
-def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None = None) -> CheckpointInfo:
+def run_merge(plan: MergePlan, on_event: Listener = ignore) -> CheckpointInfo:
     """Write the merged model (under a temporary name, then renamed) and register it in its run."""
     base = TensorReader(plan.base_folder)
     deltas = _deltas(plan, base)  # validates names and shapes before anything is written
@@ -200,11 +200,11 @@ def run_merge(plan: MergePlan, progress: Callable[[int, int, str], None] | None 
     replacing = rundir is not None and rundir.checkpoint(plan.name).exists()
     if plan.register and not elsewhere:
         with rundir.stage_checkpoint(info, force=plan.force) as folder:
-            write(plan, base, deltas, folder, progress)
+            write(plan, base, deltas, folder, on_event)
     else:
         with staged_dir(plan.out, force=plan.force) as folder:
-            write(plan, base, deltas, folder, progress)
-            mark_output(folder, "merge", " + ".join(info.parents))
+            write(plan, base, deltas, folder, on_event)
+            mark_output(folder, KIND_MERGE, " + ".join(info.parents))
         if plan.register:
             with rundir.stage_checkpoint(info, force=plan.force):
                 pass  # a record pointing at the output (checkpoint.json with extra.location)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from overmem.errors import CorruptFile, MergeError
-from overmem.merging.format import DTYPE_BITS, nbytes, read_header  # noqa: F401 (re-exported)
+from overmem.merging.format import DTYPE_BITS, nbytes, read_header
 from overmem.rundir.io import load_json
 from overmem.rundir.names import safe_name
 

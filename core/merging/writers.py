@@ -8,6 +8,7 @@ from pathlib import Path
 
 from overmem.merging.deltas import Delta, FullDelta, LoraDelta, ZeroDelta
 from overmem.merging.merge_methods import get_merge_method
+from overmem.progress import MERGE, Advanced, Listener
 from overmem.errors import MergeError
 from overmem.rundir.checkpoint import ADAPTER_CONFIG
 from overmem.merging.safetensors_io import MERGEABLE, ShardWriter, TensorReader, plan_shards, write_index
@@ -23,7 +24,7 @@ def _copy_model_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:
+def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, on_event: Listener) -> None:
     """The merged model as safetensors shards beside the base's config and tokenizer files."""
     import torch
 
@@ -42,8 +43,7 @@ def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, prog
         for name, dtype, shape in shard:
             if dtype not in MERGEABLE:  # unchanged in every input (checked before writing): carried over
                 done += writer.write_raw(name, base.raw(name))
-                if progress:
-                    progress(done, total, name)
+                on_event(Advanced(MERGE, name, done, total))
                 continue
             original = base.get(name)
             if linear:
@@ -56,8 +56,7 @@ def write_full(plan, base: TensorReader, deltas: list[Delta], folder: Path, prog
             _finite(merged, name)
             done += writer.write(name, merged)
             del merged, original
-            if progress:
-                progress(done, total, name)
+            on_event(Advanced(MERGE, name, done, total))
         writer.close()
         files.append((file, shard))
     if many:
@@ -84,7 +83,7 @@ def _linear_tensor(original, name: str, deltas: list[Delta], weights, full_weigh
     return acc.to(original.dtype)
 
 
-def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, progress) -> None:
+def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, on_event: Listener) -> None:
     """Stack the weighted, scaled factors: B' = [w_i s_i B_i], A' = [A_i]; scale of the output 1."""
     import torch
     from safetensors.torch import save_file
@@ -108,8 +107,7 @@ def write_adapter(plan, base: TensorReader, deltas: list[Delta], folder: Path, p
         prefix = "base_model.model." + name[: -len(".weight")]
         out[f"{prefix}.lora_A.weight"] = _finite(torch.cat(As, 0).contiguous(), name)
         out[f"{prefix}.lora_B.weight"] = _finite(torch.cat(Bs, 1).contiguous(), name)
-        if progress:
-            progress(i + 1, len(names), name)
+        on_event(Advanced(MERGE, name, i + 1, len(names)))
     save_file(out, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = dict(loras[0].config)
     targets = sorted({n[: -len(".weight")].rsplit(".", 1)[-1] for n in names})

@@ -51,6 +51,13 @@ class Probe(ABC):
     help: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
     split: ClassVar[str | None] = None  # where records go; None: the probe split (test, else val)
+    # Which side of each metric is better, by the start of the metric's name ("acc_" covers
+    # acc_plain, acc_preamble1, ...); a metric named by none has no better side.
+    better: ClassVar[dict[str, str]] = {}
+
+    def direction(self, metric: str) -> str | None:
+        """'higher', 'lower' or None (no better side, e.g. a mean confidence)."""
+        return next((side for start, side in self.better.items() if metric.startswith(start)), None)
 
     @abstractmethod
     def measure(self, ctx: ProbeContext, ckpt, model) -> Measurement:

@@ -13,6 +13,7 @@ from overmem.probes.base import Measurement, Probe
 class Calibration(Probe):
     name = "calibration"
     help = "expected calibration error of sampled answers (confidence = mean token probability)"
+    better = {"ece": "lower", "sample_accuracy": "higher"}
     params = (Param("bins", 10, "equal-width confidence bins of the ECE", 1, 1000),)
 
     def measure(self, ctx, ckpt, model) -> Measurement:

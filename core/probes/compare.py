@@ -8,20 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from overmem.probes.registry import PROBES
+from overmem.rundir.lines import CI_HIGH, CI_LOW
 from overmem.rundir.records import Run
 
-_HIGHER = ("acc_", "pass@", "maj@", "ead", "distinct", "semantic", "best_of", "sample_accuracy")
-_LOWER = ("drop", "ece", "auroc", "tpr@")
-CI_LOW, CI_HIGH = "ci95_low", "ci95_high"
 
-
-def better(metric: str) -> str | None:
-    """'higher', 'lower' or None (no better side, e.g. mean confidence)."""
-    if metric.startswith(_LOWER):
-        return "lower"
-    if metric.startswith(_HIGHER):
-        return "higher"
-    return None
+def better(probe: str, metric: str) -> str | None:
+    """'higher', 'lower' or None, as the probe that defines ``metric`` declares it."""
+    return PROBES[probe].direction(metric) if probe in PROBES else None
 
 
 @dataclass(frozen=True)
@@ -62,7 +56,7 @@ def probe_rows(run: Run, names: list[str]) -> list[ProbeRow]:
         values = {n: latest.get((p, metric, n, "")) for n in names}
         intervals = {n: (latest[(p, metric, n, CI_LOW)], latest[(p, metric, n, CI_HIGH)]) for n in names
                      if (p, metric, n, CI_LOW) in latest and (p, metric, n, CI_HIGH) in latest}
-        rows.append(ProbeRow(p, metric, values, better(metric), intervals))
+        rows.append(ProbeRow(p, metric, values, better(p, metric), intervals))
     return rows
 
 

@@ -12,6 +12,8 @@ from overmem.probes.base import Measurement, Probe
 class Diversity(Probe):
     name = "diversity"
     help = "Pass@k, maj@N, EAD, distinct-n and semantic diversity of N samples per query"
+    better = {"pass@": "higher", "maj@": "higher", "ead": "higher", "distinct": "higher", "semantic": "higher",
+              "best_of_": "higher"}
 
     def measure(self, ctx, ckpt, model) -> Measurement:
         n = ctx.options.n_samples

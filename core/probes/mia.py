@@ -42,6 +42,7 @@ def member_rows(info, size: int) -> tuple[list[dict], list[dict]]:
 class Mia(Probe):
     name = "mia"
     help = "membership inference AUROC and TPR@5%FPR of Loss, Zlib, Min-K% and Min-K%++"
+    better = {"auroc_": "lower", "tpr@": "lower"}  # how well membership leaks: lower is better
     split = "mia"
     params = (Param("k", 0.2, "fraction of lowest token scores for Min-K% and Min-K%++", 1e-6, 1.0),)
 

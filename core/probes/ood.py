@@ -11,6 +11,7 @@ from overmem.probes.base import Measurement, Probe
 class Ood(Probe):
     name = "ood"
     help = "greedy accuracy on other benchmarks (--ood NAME=PATH), each and on average"
+    better = {"acc_": "higher"}
     split = "ood"
 
     def measure(self, ctx, ckpt, model) -> Measurement:

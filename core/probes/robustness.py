@@ -15,6 +15,7 @@ PREAMBLES = (
 class Robustness(Probe):
     name = "robustness"
     help = "accuracy with each of four neutral preambles before the question, and the drops"
+    better = {"acc_": "higher", "drop_": "lower"}
 
     def measure(self, ctx, ckpt, model) -> Measurement:
         variants = [("plain", "")] + [(f"preamble{i + 1}", p + " ") for i, p in enumerate(PREAMBLES)]

@@ -11,27 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
-from overmem.data.answers import GOLD_FORMATS, answers_match, extract_answer
-from overmem.data.encoding import encode, encode_prompt
-from overmem.data.loaders import select
-from overmem.data.template import PromptFormat
+from overmem.data.answers import answers_match
 from overmem.errors import CorruptRun, UsageError
-from overmem.evaluation.definitions import recorded_answer, recorded_max_len, recorded_splits
-from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
-from overmem.evaluation.hf_models import HFModels
-from overmem.models.loading import allow_remote_code
+from overmem.evaluation.context import RunContext
 from overmem.params import require
 from overmem.probes.base import ProbeContext
+from overmem.progress import PROBE, Listener, Started, ignore
 from overmem.probes.metrics import bootstrap_interval
-from overmem.probes.mia import token_scores  # noqa: F401 (re-exported for callers of the earlier API)
 from overmem.probes.registry import PROBES, get_probes
-from overmem.probes.robustness import PREAMBLES  # noqa: F401 (re-exported)
 from overmem.rundir import Metric, RunReader
+from overmem.rundir.lines import CI_HIGH, CI_LOW
 from overmem.rundir.records import CheckpointInfo
-
-CI_LOW, CI_HIGH = "ci95_low", "ci95_high"
 
 
 @dataclass(frozen=True)
@@ -64,55 +55,24 @@ class ProbeOptions:
         return self
 
 
-def resolve_checkpoints(run, names: list[str]) -> list[str]:
-    """Names, with 'recommended' and 'latest' resolved from the run."""
-    from overmem.summary import summarize
-
-    out = []
-    for name in names:
-        if name == "recommended":
-            advice = summarize(run).advice
-            if advice.recommended is None:
-                why = advice.reasons[0] if advice.reasons else "evaluate the run first"
-                raise UsageError(f"no checkpoint is recommended ({why}); name checkpoints with --checkpoints")
-            name = advice.recommended
-        elif name == "latest":
-            trained = [c for c in run.checkpoints if c.on_trajectory and c.kind != "base"]
-            if not trained:
-                raise UsageError("the run has no trained checkpoint yet")
-            name = trained[-1].name
-        if run.checkpoint(name) is None:
-            raise UsageError(f"no checkpoint {name!r} in {run.path}")
-        if name not in out:
-            out.append(name)
-    return out
-
-
 class ProbeRunner:
-    def __init__(self, run_path, options: ProbeOptions = ProbeOptions(), on_event: Callable | None = None) -> None:
+    def __init__(self, run_path, options: ProbeOptions = ProbeOptions(), on_event: Listener | None = None) -> None:
         probes = get_probes(options.probes)
         if "ood" in options.probes and not options.ood:
             probes = [p for p in probes if p.name != "ood"]
         self.probes = probes
         self.options = options.validate()
-        self.reader = RunReader(run_path)
-        self.run = self.reader.snapshot()
-        self.rundir = self.reader.rundir
-        if self.reader.info_problem:
-            raise CorruptRun(f"{self.rundir.path}: {self.reader.info_problem}")
+        reader = RunReader(run_path)
+        self.run = reader.snapshot()
+        if reader.info_problem:
+            raise CorruptRun(f"{reader.rundir.path}: {reader.info_problem}")
         if self.run.info is None or not self.run.info.data.get("splits"):
             raise UsageError(f"{self.run.path} has no split definitions to probe on (overmem eval defines them)")
-        self.info = self.run.info
-        self.base = allow_remote_code(self.info.base_model, options.trust_remote_code)
-        self.models = HFModels(self.base)
-        self.tok = self.models.tokenizer
-        self.template = PromptFormat.from_json(self.info.prompt_template)
-        formats, _ = recorded_answer(self.info)
-        self.formats = tuple(dict.fromkeys(list(formats) + list(GOLD_FORMATS)))
-        self.on_event = on_event or (lambda text: None)
-        specs = recorded_splits(self.info)
-        self.probe_split = "test" if "test" in specs else "val"
-        rows = select(specs[self.probe_split])
+        self.ctx = RunContext(reader, self.run.info, trust_remote_code=options.trust_remote_code)
+        self.rundir = self.ctx.rundir
+        self.on_event = on_event or ignore
+        self.probe_split = "test" if "test" in self.ctx.specs else "val"
+        rows = self.ctx.rows(self.probe_split)
         self.rows = [r for r in rows if r.get("answer") is not None][: options.limit or None]
         self._generator = None
         self._embedder = None
@@ -121,20 +81,19 @@ class ProbeRunner:
     # -- what probes may use -------------------------------------------------------------
     def generator(self):
         if self._generator is None:
-            self._generator = choose_generator(
-                self.options.backend, self.base, self.models, checkpoints=self.run.checkpoints,
-                max_len=recorded_max_len(self.info, 1024), max_new_tokens=self.options.max_new_tokens,
-                batch_size=self.options.batch_size, stops=self.template.stops, seed=self.options.seed)
+            o = self.options
+            self._generator = self.ctx.generator(o.backend, checkpoints=self.run.checkpoints,
+                                                 max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
+                                                 seed=o.seed)
         return self._generator
 
     def _backend_for(self, ckpt):
         gen = self.generator()
-        return gen if gen.serves(ckpt) is None else HFGenerator(self.models, self.options.batch_size,
-                                                                 self.template.stops)
+        return gen if gen.serves(ckpt) is None else self.ctx.hf_generator(self.options.batch_size)
 
     def greedy(self, ckpt, model, prompts) -> list[str]:
         ids = self._backend_for(ckpt).greedy(ckpt, prompts, self.options.max_new_tokens, model=model)
-        return [text_of(self.tok, i, self.template.stops) for i in ids]
+        return [self.ctx.text(i) for i in ids]
 
     def sample(self, ckpt, model, prompts, n):
         """n samples per prompt; one draw per checkpoint, shared by diversity and calibration."""
@@ -145,9 +104,6 @@ class ProbeRunner:
                                                  model=model)
             self._samples = (key, out)
         return self._samples[1]
-
-    def extract(self, text: str):
-        return extract_answer(text, self.formats, fallback=False)
 
     def _embed(self, texts: list[str]):
         if self._embedder is None:
@@ -163,23 +119,29 @@ class ProbeRunner:
         return self._embedder.encode(texts, convert_to_numpy=True)
 
     def context(self) -> ProbeContext:
+        """What the probes use; answers are graded by the run context's rule for the probe split,
+        the same rule as ``overmem eval``'s."""
+        run, split = self.ctx, self.probe_split
         return ProbeContext(
             rows=self.rows, options=self.options,
-            prompts=lambda rows, prefix="": [encode_prompt(self.tok, _prefixed(r["query"], prefix), self.template)
-                                             for r in rows],
-            greedy=self.greedy, sample=self.sample,
-            text=lambda ids: text_of(self.tok, ids, self.template.stops),
-            correct=lambda text, row: answers_match(self.extract(text), row.get("answer")),
+            prompts=lambda rows, prefix="": [run.prompt(_prefixed(r["query"], prefix)) for r in rows],
+            greedy=self.greedy, sample=self.sample, text=run.text,
+            correct=lambda text, row: run.grade(split, text, row.get("answer")).correct,
             correct_answer=lambda answer, row: answers_match(answer, row.get("answer")),
-            extract=self.extract, embed=self._embed, vocab_size=len(self.tok), info=self.info, tokenizer=self.tok,
-            encode=lambda row: encode(self.tok, row["query"], row["response"], self.template),
-            device=self.models.device, extra={"bins": self.options.ece_bins, "k": self.options.min_k})
+            extract=lambda text: run.extract(split, text), embed=self._embed, vocab_size=len(run.tokenizer),
+            info=run.info, tokenizer=run.tokenizer, encode=run.encode, device=run.models.device,
+            extra={"bins": self.options.ece_bins, "k": self.options.min_k})
 
     # -- driver ----------------------------------------------------------------------------
     def run_probes(self, names: list[str]) -> list[Metric]:
+        """Probe the named checkpoints (resolve 'recommended' and 'latest' with
+        ``overmem.selection.resolve_checkpoints`` first)."""
+        unknown = [n for n in names if self.run.checkpoint(n) is None]
+        if unknown:
+            raise UsageError(f"no checkpoint(s) {', '.join(unknown)} in {self.run.path}")
         records = []
         try:
-            for name in resolve_checkpoints(self.run, names):
+            for name in names:
                 records += self._probe_checkpoint(self.run.checkpoint(name))
         finally:
             if self._generator is not None:
@@ -189,9 +151,9 @@ class ProbeRunner:
     def _probe_checkpoint(self, ckpt: CheckpointInfo) -> list[Metric]:
         records = []
         ctx = self.context()
-        with self.models.use(ckpt) as model:
+        with self.ctx.models.use(ckpt) as model:
             for probe in self.probes:
-                self.on_event(f"{ckpt.name}: {probe.name}")
+                self.on_event(Started(PROBE, ckpt.name, text=probe.name))
                 m = probe.measure(ctx, ckpt, model)
                 split = probe.split or self.probe_split
                 point = m.metrics(list(range(m.units))) if m.units else {}

@@ -16,8 +16,8 @@ from overmem.rundir.records import (
     Run,
     RunInfo,
     TrainLog,
-    canonical_split,
 )
+from overmem.rundir.lines import canonical_split
 
 __all__ = [
     "BASE_CHECKPOINT",

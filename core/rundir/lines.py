@@ -15,10 +15,24 @@ from overmem.rundir.names import safe_name
 
 # Canonical split names; "validation"/"eval" are accepted as aliases of "val".
 SPLIT_ALIASES = {"validation": "val", "eval": "val", "valid": "val", "dev": "val"}
+SPLIT_ORDER = ("train", "val", "test")  # the monitored order; other splits follow by name
+
+# What overmem's evaluator measures, and how a number summarises its samples.
+METRIC_PPL = "ppl"  # perplexity of the reference answers
+METRIC_ACC = "acc"  # generation accuracy
+EVAL_METRICS = (METRIC_PPL, METRIC_ACC)
+MEAN = "mean"  # the aggregate of overmem's own evaluation records
+CI_LOW, CI_HIGH = "ci95_low", "ci95_high"  # a probe metric's 95% bootstrap interval
 
 
 def canonical_split(name: str) -> str:
     return SPLIT_ALIASES.get(name, name)
+
+
+def ordered_splits(names) -> list[str]:
+    """Split names in the monitored order (train, val, test), then the rest by name."""
+    names = list(dict.fromkeys(canonical_split(n) for n in names))
+    return [s for s in SPLIT_ORDER if s in names] + sorted(s for s in names if s not in SPLIT_ORDER)
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,7 @@ class Metric:
             raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} {shown(value)} {problem}")
         probe = typed(obj, "probe", (str,), None)
         n = count(obj, "n")
-        if n == 0 and metric in ("ppl", "acc") and not probe:
+        if n == 0 and metric in EVAL_METRICS and not probe:
             raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} over n 0 rows is no measurement")
         return cls(
             checkpoint=checkpoint,

@@ -16,13 +16,13 @@ from pathlib import Path
 from overmem.errors import OutputExists, UsageError
 from overmem.rundir import hf_trainer
 from overmem.rundir.io import atomic_write_json, load_json
-from overmem.rundir.writer import (CHECKPOINTS, CLAIMS, INIT_ADAPTER, METRICS, RUN_JSON, SAMPLES, SELECTION, STATE,
-                                   TRAINING_LEASE)
+from overmem.rundir.writer import (CHECKPOINTS, CLAIMS, DATA, INIT_ADAPTER, METRICS_JSONL, RUN_JSON, SAMPLES, SELECTION,
+                                   STATE, TRAINING_LEASE)
 from overmem.rundir.names import real_path
 from overmem.rundir.sources import OVERLAY
 
 MARKER = ".overmem-output.json"  # written into every folder overmem creates as an output
-RUN_PARTS = frozenset({RUN_JSON, METRICS, SELECTION, CHECKPOINTS, SAMPLES, CLAIMS, INIT_ADAPTER, STATE,
+RUN_PARTS = frozenset({RUN_JSON, METRICS_JSONL, SELECTION, CHECKPOINTS, SAMPLES, CLAIMS, INIT_ADAPTER, STATE, DATA,
                        TRAINING_LEASE})
 
 

@@ -14,12 +14,10 @@ from pathlib import Path
 
 from overmem.errors import CorruptRun, RunNotFound
 from overmem.rundir import hf_trainer
-from overmem.rundir.sources import (OVERLAY, SOURCE_HF, SOURCE_OVERMEM, detect_source, overlay,  # noqa: F401
-                                     run_dir_for)  # (re-exported)
-from overmem.rundir.writer import RunDir
+from overmem.rundir.sources import SOURCE_HF, SOURCE_OVERMEM, detect_source, writer_for
 from overmem.rundir.io import TOO_LONG, JsonlTail, parse_json, read_json
-from overmem.rundir.writer import CHECKPOINT_JSON
-from overmem.rundir.records import KIND_BASE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
+from overmem.rundir.writer import CHECKPOINT_JSON, RUN_JSON
+from overmem.rundir.records import KIND_BASE, KIND_MERGE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
 from overmem.rundir.lines import Replaced, add_train_record, record_from_json
 from overmem.rundir.outputs import read_marker
@@ -59,7 +57,7 @@ class RunReader:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = real_path(path, RunNotFound)
         self.source = detect_source(self.path)
-        self.rundir = RunDir(self.path) if self.source == SOURCE_OVERMEM else overlay(self.path)
+        self.rundir = writer_for(self.path, self.source)
         self._tail = JsonlTail(self.rundir.metrics)
         self._metrics: list[Metric] = []
         self._logs: list[TrainLog] = []
@@ -100,17 +98,17 @@ class RunReader:
     def _poll_files(self) -> bool:
         changed = False
         stamp = _mtime(self.rundir.run_json)
-        if stamp != self._stamps.get("run.json"):
-            self._stamps["run.json"] = stamp
+        if stamp != self._stamps.get(RUN_JSON):
+            self._stamps[RUN_JSON] = stamp
             changed = True
             try:
                 self._info = RunInfo.from_json(read_json(self.rundir.run_json))
                 self._info_problem = None
             except FileNotFoundError:
                 self._info = None
-                self._info_problem = "run.json is missing" if self.source == SOURCE_OVERMEM else None
+                self._info_problem = f"{RUN_JSON} is missing" if self.source == SOURCE_OVERMEM else None
             except (OSError, ValueError, TypeError) as exc:  # RecordError is a ValueError
-                self._info_problem = f"run.json: {exc}"
+                self._info_problem = f"{RUN_JSON}: {exc}"
         # Listing the folder every poll is cheap and, unlike its mtime, exact on
         # network file systems with coarse timestamps.
         changed |= self._scan_checkpoints()
@@ -198,7 +196,7 @@ class RunReader:
         if info.name != name:
             raise RecordError(f"{CHECKPOINT_JSON} names it {info.name!r}, not its folder's name; not read")
         location = info.extra.get("location")
-        if location and (read_marker(Path(location)) or {}).get("kind") != "merge":
+        if location and (read_marker(Path(location)) or {}).get("kind") != KIND_MERGE:
             raise RecordError(f"{CHECKPOINT_JSON} locates it in {location}, which is no merge overmem wrote; not read")
         return info
 

@@ -2,7 +2,7 @@
 
 These classes are the whole vocabulary the trainer, evaluator, merger, TUI and
 reports share; nothing else reads or writes the files by string keys. run.json and
-checkpoint.json are here, the lines of metrics.jsonl in lines.py (re-exported).
+checkpoint.json are here, the lines of metrics.jsonl in lines.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 from overmem.rundir.fields import RecordError, count as _count, names as _names, number as _number
 from overmem.rundir.fields import text as _text, typed as _typed
 from overmem.rundir.names import safe_name
-from overmem.rundir.lines import (SPLIT_ALIASES, Metric, Resumed, TrainLog,  # noqa: F401 (re-exported)
-                                  add_train_record, canonical_split, record_from_json)
+from overmem.rundir.lines import Metric, TrainLog
 
 SCHEMA_VERSION = 1
 
@@ -111,6 +110,19 @@ class CheckpointInfo:
     def on_trajectory(self) -> bool:
         """True for points of the training trajectory (base and trained), not merges."""
         return self.kind != KIND_MERGE and (self.epoch is not None or self.step is not None)
+
+    @property
+    def is_base(self) -> bool:
+        return self.kind == KIND_BASE
+
+    @property
+    def is_merge(self) -> bool:
+        return self.kind == KIND_MERGE
+
+    @property
+    def trained(self) -> bool:
+        """A trained point of the trajectory (not the base, not a merge)."""
+        return self.on_trajectory and not self.is_base
 
     def order_key(self) -> tuple:
         return (

@@ -38,7 +38,12 @@ def detect_source(path: Path) -> str:
 def run_dir_for(path: str | os.PathLike) -> RunDir:
     """Where overmem writes for the run at ``path``: the run itself, or a Trainer folder's overlay."""
     path = real_path(path, RunNotFound)
-    return overlay(path) if detect_source(path) == SOURCE_HF else RunDir(path)
+    return writer_for(path, detect_source(path))
+
+
+def writer_for(path: Path, source: str) -> RunDir:
+    """The writer of a run whose kind (``detect_source``) is known."""
+    return overlay(path) if source == SOURCE_HF else RunDir(path)
 
 
 def overlay(trainer_folder: Path) -> RunDir:

@@ -1,17 +1,22 @@
-"""The run directory: where each file lives, and the only code that writes them.
+"""The run directory's writer: where each file lives, and the only code that writes them.
 
-::
+This docstring is the one description of the tree (the README points here)::
 
     RUN/
-      run.json                      RunInfo (what was trained, status)
+      run.json                      RunInfo (what was trained, status, split definitions)
       metrics.jsonl                 append-only Metric / TrainLog records
       selection.json                the checkpoint a user selected/exported
       checkpoints/<name>/           a checkpoint folder + checkpoint.json (appears by rename)
       samples/<name>/<split>.<part>.jsonl   per-sample sidecars (ppl, gen, probe-*)
+      samples/_splits/<split>.rows.jsonl    the rows a split was evaluated on
+      data/<split>.jsonl            split rows handed over in code (OvermemCallback(splits=...))
       claims/<name>.json            an evaluator's claim on a checkpoint
       training.json                 the training process's lease on the run (one trainer at a time)
       init_adapter/                 PiSSA/MiLoRA initial adapter (B0, A0)
       state/                        resume state of the trainer
+
+A Trainer output folder (transformers, TRL, axolotl) is read as it is; overmem
+writes its own files for it into ``overmem/`` inside it, with this same tree.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from overmem.errors import CorruptRun, OutputExists, RunNotFound
 from overmem.rundir import io
 from overmem.rundir.claims import CLAIM_TIMEOUT, Claim, describe_holder, holders, process_gone, try_claim
 from overmem.rundir.names import inside, is_safe_name, real_path, safe_name
-from overmem.rundir.samples import GEN, PPL, PplSample, from_rows, to_rows
+from overmem.rundir.samples import GEN, PPL, ROWS, PplSample, from_rows, to_rows
 from overmem.rundir.records import (
     CheckpointInfo,
     Metric,
@@ -39,7 +44,7 @@ from overmem.rundir.records import (
 )
 
 RUN_JSON = "run.json"
-METRICS = "metrics.jsonl"
+METRICS_JSONL = "metrics.jsonl"
 SELECTION = "selection.json"
 CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINTS = "checkpoints"
@@ -48,6 +53,7 @@ CLAIMS = "claims"
 INIT_ADAPTER = "init_adapter"
 SPLITS_SIDECAR = "_splits"  # samples/_splits/<split>.rows.jsonl: the rows a split was evaluated on
 STATE = "state"
+DATA = "data"  # data/<split>.jsonl: rows a callback was given in code
 TRAINING_LEASE = "training.json"
 _TEMPORARY = re.compile(r"^\..+\.(?:staging|old|tmp|export)-(\d+)$")  # io.temp_sibling's names
 
@@ -65,7 +71,7 @@ class RunDir:
 
     @property
     def metrics(self) -> Path:
-        return self.path / METRICS
+        return self.path / METRICS_JSONL
 
     @property
     def selection(self) -> Path:
@@ -167,6 +173,21 @@ class RunDir:
         """Typed per-sample records (samples.py), in the sidecar of their kind."""
         part = PPL if records and isinstance(records[0], PplSample) else GEN
         return self.write_sidecar(checkpoint, split, part, to_rows(records))
+
+    def write_split_rows(self, split: str, rows: list[dict]) -> Path:
+        """The rows ``split`` is evaluated on, numbered (samples/_splits/<split>.rows.jsonl), once:
+        later views show a sample's question from here."""
+        path = self.sidecar(SPLITS_SIDECAR, split, ROWS)
+        if not path.exists():
+            io.write_jsonl_atomic(path, [{"idx": i, **r} for i, r in enumerate(rows)])
+        return path
+
+    def write_data(self, split: str, rows: list[dict]) -> Path:
+        """A split's rows handed over in code, kept in the run (data/<split>.jsonl) so that
+        ``overmem eval`` can rebuild the split later; returns the file."""
+        path = self.within(self.path / DATA / f"{safe_name(split, 'split name')}.jsonl")
+        io.write_jsonl_atomic(path, rows)
+        return path
 
     def read_samples(self, checkpoint: str, split: str, kind) -> list:
         return from_rows(kind, self.read_sidecar(checkpoint, split, PPL if kind is PplSample else GEN))

@@ -21,15 +21,16 @@ from overmem.data.encoding import collate, training_examples
 from overmem.data.loaders import SplitSpec, select
 from overmem.errors import UsageError
 from overmem.rundir import BASE_CHECKPOINT, CheckpointInfo, RunDir, RunInfo, TrainLog
-from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, Resumed
+from overmem.progress import TRAIN, Event, Finished, Listener, Note, Saved, Started, Stepped
+from overmem.rundir.lines import Resumed
+from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
 from overmem.training import sharding
 from overmem.training import resume as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
 from overmem.training.ownership import clean_after_crash, take_run
-from overmem.training.events import TrainEvent
 from overmem.training.losses import get_loss
-from overmem.training.schedule import effective_warmup, epoch_order, lr_factor  # noqa: F401 (re-exported)
+from overmem.training.schedule import effective_warmup, epoch_order, lr_factor
 from overmem.training.finetuning import adapter_tensors, apply_method, describe, get_finetuning_method, save_adapter, trainable_state
 
 
@@ -37,7 +38,7 @@ class Training:
     """One training run; ``run()`` trains to the end (or resumes and does)."""
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False,
-                 on_event: Callable[[TrainEvent], None] | None = None,
+                 on_event: Listener | None = None,
                  after_checkpoint: Callable[["Training", str], None] | None = None,
                  on_step: Callable[[int], None] | None = None) -> None:
         self.cfg = cfg.validate()
@@ -56,13 +57,13 @@ class Training:
         self.started = False  # this process has changed the run (created or resumed it)
 
     # -- events ----------------------------------------------------------------
-    def emit(self, event: TrainEvent) -> None:
+    def emit(self, event: Event) -> None:
         if self.dist.main and self.on_event:
             self.on_event(event)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
-        self.emit(TrainEvent("note", text=text))
+        self.emit(Note(TRAIN, text=text))
 
     # -- setup -----------------------------------------------------------------
     def _setup(self) -> None:
@@ -188,8 +189,7 @@ class Training:
         d.barrier()
         if d.main:
             resume_state.publish(rd.state, staging)
-            self.emit(TrainEvent("checkpoint", step=global_step, total_steps=self.total_steps, epoch=epoch,
-                                 text=name))
+            self.emit(Saved(TRAIN, name, step=global_step, epoch=epoch))
         self._after_checkpoint(name)
 
     def _after_checkpoint(self, name: str) -> None:
@@ -246,8 +246,8 @@ class Training:
             # the base model is epoch 0: curves start where finetuning starts
             self._after_checkpoint(BASE_CHECKPOINT)
         self.model.train()
-        self.emit(TrainEvent("start", step=global_step, total_steps=self.total_steps,
-                             text=f"{describe(cfg.method)} loss={cfg.loss} examples={len(self.examples)} "
+        self.emit(Started(TRAIN, done=global_step, total=self.total_steps,
+                          text=f"{describe(cfg.method)} loss={cfg.loss} examples={len(self.examples)} "
                                   f"processes={d.world}"))
         window_loss, window_tokens, window_start, window_steps = 0.0, 0, time.time(), 0
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -274,8 +274,8 @@ class Training:
                                       lr=lr, total_steps=self.total_steps, tokens_per_s=rate, time=time.time())
                     if d.main:
                         rd.append([record])
-                    self.emit(TrainEvent("step", step=global_step, total_steps=self.total_steps, epoch=epoch_pos,
-                                         loss=record.loss, lr=lr, tokens_per_s=rate))
+                    self.emit(Stepped(TRAIN, done=global_step, total=self.total_steps, epoch=epoch_pos,
+                                      loss=record.loss, lr=lr, tokens_per_s=rate))
                     window_loss, window_tokens, window_start, window_steps = 0.0, 0, time.time(), 0
                 last_in_epoch = k == len(batches) - 1
                 if cfg.save_steps and global_step % cfg.save_steps == 0 and not last_in_epoch:
@@ -286,7 +286,7 @@ class Training:
                     self.on_step(global_step)
         if d.main:
             rd.set_status(STATUS_FINISHED)
-        self.emit(TrainEvent("end", step=global_step, total_steps=self.total_steps, epoch=float(cfg.epochs)))
+        self.emit(Finished(TRAIN, done=global_step, total=self.total_steps))
         return rd.path
 
 

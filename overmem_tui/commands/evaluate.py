@@ -87,7 +87,7 @@ def eval_command(
     check_device(device, tensor_parallel_size or 1, label=given)  # named as given; the rest in Evaluator
     with EvalDisplay() as display:
         evaluator = Evaluator(run, options, on_event=display)
-        display.console.print(f"[dim]prompts: {evaluator.template.describe()}; splits: {', '.join(evaluator.specs)}; "
+        display.console.print(f"[dim]prompts: {evaluator.ctx.template.describe()}; splits: {', '.join(evaluator.specs)}; "
                               f"results in {evaluator.rundir.path}[/]")
         try:
             count = evaluator.follow() if follow else evaluator.evaluate_pending()

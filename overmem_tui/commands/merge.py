@@ -41,8 +41,8 @@ def merge(
     plan = plan_merge(run or Path("."), checkpoints, weights=parsed, method=method, form=form, out=out, force=force,
                       max_shard_bytes=shard_size * 1024 * 1024, base=base,
                       params=parse_assignments(param, "--param"))
-    with MergeDisplay(plan.form) as update:
-        info = run_merge(plan, update)
+    with MergeDisplay(plan.form) as display:
+        info = run_merge(plan, display)
     committed()
     typer.echo(f"merged {' + '.join(info.parents)} (weights {', '.join(f'{w:g}' for w in info.weights)}, "
                f"{plan.method}, {plan.form}) -> {plan.out}")

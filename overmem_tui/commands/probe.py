@@ -29,7 +29,8 @@ def probe(
 ) -> None:
     """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
     from overmem.probes.compare import probe_intervals, probe_json, probe_rows
-    from overmem.probes.runner import ProbeOptions, ProbeRunner, resolve_checkpoints
+    from overmem.probes.runner import ProbeOptions, ProbeRunner
+    from overmem.selection import resolve_checkpoints
     from overmem.rundir import load_run
     from overmem_tui.options import csv_list, name_paths
 
@@ -37,11 +38,12 @@ def probe(
     options = ProbeOptions(probes=tuple(csv_list(probes)), n_samples=n_samples, temperature=temperature, ood=sets,
                            reward_model=reward_model, backend=backend, limit=limit, mia_size=mia_size, ece_bins=bins,
                            min_k=min_k, max_new_tokens=max_new_tokens, trust_remote_code=trust_remote_code)
-    from overmem_tui.progress import console
+    from overmem_tui.progress import EvalDisplay
 
-    runner = ProbeRunner(run, options, on_event=lambda text: console.print(f"[dim]probing {text}[/]"))
-    names = resolve_checkpoints(runner.run, csv_list(checkpoints))
-    runner.run_probes(names)
+    with EvalDisplay() as display:
+        runner = ProbeRunner(run, options, on_event=display)
+        names = resolve_checkpoints(runner.run, csv_list(checkpoints))
+        runner.run_probes(names)
     result = load_run(run)
     if json_out:
         typer.echo(json.dumps({"run": str(result.path), "checkpoints": names, "probes": probe_json(result, names),

@@ -18,7 +18,7 @@ def report(
     from overmem.report import write_report
     from overmem.rundir import load_run
     from overmem.rundir.outputs import refuse_reason
-    from overmem.rundir.reader import run_dir_for
+    from overmem.rundir.sources import run_dir_for
     from overmem.summary import require_metrics, summarize
 
     summary = require_metrics(summarize(load_run(run), split))

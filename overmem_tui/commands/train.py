@@ -93,9 +93,9 @@ def train(
         return
     after = None
     if evaluate or cfg.eval:
-        from overmem.evaluation.inprocess import evaluate_after_checkpoint
+        from overmem.evaluation.inprocess import EvaluateAfterCheckpoint
 
-        after = evaluate_after_checkpoint
+        after = EvaluateAfterCheckpoint()
     import os
 
     with TrainDisplay() as display:

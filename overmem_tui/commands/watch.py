@@ -15,7 +15,7 @@ def watch(
     import sys
 
     from overmem.errors import RunNotFound, UsageError
-    from overmem.rundir.reader import detect_source
+    from overmem.rundir.sources import detect_source
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("watch needs a terminal; use overmem recommend for text output")

@@ -11,7 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from overmem_tui.plotting import FALLBACK_STYLES, Plot, PlotRenderable, Series
-from overmem.table import pct, phase_of, x_of
+from overmem.table import phase_of, trajectory_rows, x_of
+from overmem.units import pct
 from overmem_tui.state import WatchState
 from overmem_tui.theme import PHASE_STYLE
 
@@ -25,7 +26,7 @@ def compare_plots(state: WatchState, split: str = "test") -> tuple[Plot, Plot, l
             continue
         summary = view.summary
         use = split if split in summary.splits else summary.split
-        rows = [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
+        rows = trajectory_rows(summary)
         style, mark = FALLBACK_STYLES[i % len(FALLBACK_STYLES)], MARKS[i % len(MARKS)]
         lr = view.run.info.hyperparameters.get("lr") if view.run.info else None
         label = f"{view.run.name}" + (f" (lr {lr:g})" if isinstance(lr, (int, float)) else "")

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Static
 from overmem.table import fmt_ppl, phase_of
 from overmem_tui.render import phase_badge
 from overmem_tui.state import RunView
+from overmem_tui.workers import WorkerOutcomes
 
 WORST = 5
 BINS = 10
@@ -39,7 +40,7 @@ def histogram(values: list[float], bins: int = BINS, width: int = 40) -> list[st
 def load_detail(view: RunView, name: str) -> dict:
     """Read the sidecars of one checkpoint (runs in a worker: file I/O)."""
     from overmem.rundir.writer import SPLITS_SIDECAR
-    from overmem.rundir.reader import run_dir_for
+    from overmem.rundir.sources import run_dir_for
     from overmem.rundir.samples import ROWS, GenSample, PplSample
 
     rd = run_dir_for(view.run.path)
@@ -52,7 +53,7 @@ def load_detail(view: RunView, name: str) -> dict:
     return out
 
 
-class DetailScreen(Screen):
+class DetailScreen(WorkerOutcomes, Screen):
     BINDINGS = [Binding("escape,q", "app.pop_screen", "back")]
 
     def __init__(self, view: RunView, name: str) -> None:
@@ -70,14 +71,14 @@ class DetailScreen(Screen):
         self.load()
 
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def load(self) -> None:
-        try:
-            data = load_detail(self.view, self.checkpoint)
-        except Exception as exc:  # noqa: BLE001 - unreadable sidecars: say so, keep the screen
-            self.app.call_from_thread(self.query_one("#detail-samples", Static).update,
-                                      f"cannot read the samples: {exc}")
-            return
-        self.app.call_from_thread(self._show_samples, data)
+    def load(self) -> dict:
+        return load_detail(self.view, self.checkpoint)
+
+    def worker_done(self, name: str, data: dict) -> None:
+        self._show_samples(data)
+
+    def worker_failed(self, name: str, line: str) -> None:  # unreadable sidecars: say so, keep the screen
+        self.query_one("#detail-samples", Static).update(Text(f"cannot read the samples: {line}"))
 
     def _metrics(self) -> Group:
         summary = self.view.summary

@@ -34,18 +34,11 @@ class ExportScreen(ActionDialog):
         self.export(self.query_one("#folder", Input).value, self.query_one("#link", Checkbox).value)
 
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def export(self, folder: str, link: bool) -> None:
-        from overmem.errors import OvermemError
+    def export(self, folder: str, link: bool) -> str:
         from overmem.selection import select_checkpoint
 
-        try:
-            target = select_checkpoint(self.run_path, self.checkpoint, folder, link=link)
-        except Exception as exc:  # noqa: BLE001 - every failure is shown in the dialog; the app stays
-            self.app.call_from_thread(self.failed, str(exc) if isinstance(exc, (OvermemError, OSError))
-                                      else f"{type(exc).__name__}: {exc}")
-            return
-        self.app.call_from_thread(self._done, str(target))
+        return str(select_checkpoint(self.run_path, self.checkpoint, folder, link=link))
 
-    def _done(self, target: str) -> None:
+    def finished(self, target: str) -> None:
         self.app.notify(f"selected {self.checkpoint}, exported to {target}")
         self.dismiss(target)

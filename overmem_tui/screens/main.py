@@ -15,17 +15,16 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from overmem.phases import Thresholds
-from overmem_tui.messages import RunUpdated
 from overmem.table import SORTS, table_model
+from overmem_tui.messages import RunUpdated
 from overmem_tui.render import advice_text
 from overmem_tui.state import WatchState, make_view, plots, status_line
 from overmem_tui.widgets.checkpoint_table import CheckpointTable
 from overmem_tui.widgets.plot import PlotView
+from overmem_tui.workers import WorkerOutcomes, failure_line
 
 
-
-class WatchScreen(Screen):
+class WatchScreen(WorkerOutcomes, Screen):
     BINDINGS = [
         Binding("space", "mark", "mark"),
         Binding("enter", "detail", "detail"),
@@ -80,8 +79,10 @@ class WatchScreen(Screen):
     def poll_runs(self) -> None:
         """Tail every run; compute its view here (off the UI thread) and post it whole.
 
-        Nothing that goes wrong here closes the app: an unreadable run is shown as such
-        in the status line and read again on the next poll.
+        Nothing that goes wrong with one run stops the loop: an unreadable run is shown as
+        such in the status line and read again on the next poll. A view is computed with the
+        split and thresholds of the state it read; one that a key changed meanwhile is
+        recomputed on arrival (``WatchState.with_view``), never shown stale.
         """
         from pathlib import Path
 
@@ -105,8 +106,7 @@ class WatchScreen(Screen):
                         self.post_message(RunUpdated(i, view))
                 except Exception as exc:  # noqa: BLE001 - shown, retried; the screen stays usable
                     readers[i] = None
-                    text = str(exc) if isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith(
-                        "overmem") else f"{type(exc).__name__}: {exc}"
+                    text = failure_line(exc)
                     if text != errors[i]:
                         errors[i] = text
                         self.post_message(RunUpdated(i, None, text))
@@ -120,6 +120,11 @@ class WatchScreen(Screen):
             return
         self._errors.pop(message.index, None)
         self.state = state.with_view(message.index, message.view)
+
+    def worker_failed(self, name: str, line: str) -> None:
+        """The poll worker itself stopped (a bug): say so where the status is read."""
+        self._errors[self.state.active] = f"stopped following the run: {line}"
+        self._show_status()
 
     def _tick(self) -> None:
         self._show_status()

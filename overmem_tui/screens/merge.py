@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar
 
 from overmem_tui.screens.dialog import ActionDialog
@@ -42,27 +44,28 @@ class MergeScreen(ActionDialog):
         self.query_one("#progress").display = True
         self.run_merge(weights)
 
+    class Progressed(Message):
+        """The merge worker wrote ``done`` of ``total`` tensors (or modules); ``name`` is the last."""
+
+        def __init__(self, done: int, total: int, name: str) -> None:
+            super().__init__()
+            self.done, self.total, self.name = done, total, name
+
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def run_merge(self, weights: list[float]) -> None:
-        from overmem.errors import OvermemError
+    def run_merge(self, weights: list[float]) -> str:
         from overmem.merging.merge import plan_merge, run_merge
+        from overmem.progress import Advanced
 
-        def progress(done: int, total: int, name: str) -> None:
-            self.app.call_from_thread(self._progress, done, total, name)
+        def on_event(event) -> None:
+            if isinstance(event, Advanced):
+                self.post_message(self.Progressed(event.done, event.total, event.subject))
 
-        try:
-            plan = plan_merge(self.run_path, self.names, weights=weights)
-            info = run_merge(plan, progress)
-        except Exception as exc:  # noqa: BLE001 - every failure is shown in the dialog; the app stays
-            self.app.call_from_thread(self.failed, str(exc) if isinstance(exc, (OvermemError, OSError))
-                                      else f"{type(exc).__name__}: {exc}")
-            return
-        self.app.call_from_thread(self._done, info.name)
+        return run_merge(plan_merge(self.run_path, self.names, weights=weights), on_event).name
 
-    def _progress(self, done: int, total: int, name: str) -> None:
-        self.query_one("#progress", ProgressBar).update(total=total, progress=done)
-        self.query_one("#status", Label).update(name)
+    def on_merge_screen_progressed(self, message: Progressed) -> None:
+        self.query_one("#progress", ProgressBar).update(total=message.total, progress=message.done)
+        self.query_one("#status", Label).update(Text(message.name))
 
-    def _done(self, name: str) -> None:
+    def finished(self, name: str) -> None:
         self.app.notify(f"merged into {name}; a following evaluator will evaluate it")
         self.dismiss(name)
