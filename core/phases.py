@@ -46,6 +46,11 @@ class Phase(str, Enum):
     def meaning(self) -> str:
         return PHASE_MEANING[self]
 
+    @property
+    def rule(self) -> str:
+        """When a checkpoint is in this phase, in a few words."""
+        return PHASE_RULE[self]
+
 
 PHASE_MEANING = {
     Phase.BLACK: "under-trained",
@@ -54,6 +59,18 @@ PHASE_MEANING = {
     Phase.OVERFIT: "over-fitted",
     Phase.UNKNOWN: "not enough metrics",
 }
+PHASE_RULE = {
+    Phase.BLACK: "accuracy clearly below the best, or never learned",
+    Phase.YELLOW: "accuracy high, log-ppl within factor x minimum",
+    Phase.PURPLE: "accuracy high, log-ppl > factor x minimum",
+    Phase.OVERFIT: "accuracy fell after its peak",
+    Phase.UNKNOWN: "no accuracy or perplexity on the split yet",
+}
+
+
+def phase_legend() -> str:
+    """Every phase, what it means and when it holds, in one line (help, reports)."""
+    return " · ".join(f"{p.value}: {p.meaning} ({p.rule})" for p in Phase if p is not Phase.UNKNOWN)
 
 
 @dataclass(frozen=True)

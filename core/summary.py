@@ -6,10 +6,9 @@ from dataclasses import dataclass, field, replace
 
 from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
-from overmem.values import AGGREGATE_NAMES, Aggregate, Row, available_splits, build_rows
+from overmem.values import AGGREGATE_NAMES, Aggregate, Row, available_splits, build_rows, trainer_values
 from overmem.phases import Point, Thresholds
-from overmem.rundir.hf_trainer import TRAINER_METRIC
-from overmem.rundir.lines import canonical_split
+from overmem.rundir.lines import TRAINER_METRIC, canonical_split
 from overmem.rundir.records import KIND_BASE, Run
 
 
@@ -111,9 +110,8 @@ def summary_json(summary: Summary) -> dict:
     """The ``overmem recommend --json`` object."""
     advice = summary.advice
     trainer: dict = {}  # a Trainer's own eval numbers under their own names (never accuracy)
-    for m in summary.run.metrics:
-        if m.metric.startswith(TRAINER_METRIC) and m.probe is None:
-            trainer.setdefault(m.checkpoint, {}).setdefault(m.split, {})[m.metric[len(TRAINER_METRIC):]] = m.value
+    for (checkpoint, split, metric), value in trainer_values(summary.run).items():
+        trainer.setdefault(checkpoint, {}).setdefault(split, {})[metric[len(TRAINER_METRIC):]] = value
     checkpoints = []
     for row in summary.rows:
         verdict = advice.phases.of(row.name)

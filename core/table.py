@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from overmem.rundir.hf_trainer import TRAINER_METRIC
+from overmem.rundir.lines import TRAINER_METRIC
 from overmem.summary import Summary
 from overmem.units import fmt_pct
-from overmem.values import Row
+from overmem.values import Row, trainer_values
 
 # One palette: figures use the colours, the terminal themes derive from them.
 PALETTE = {"black": "#303030", "yellow": "#e8c547", "purple": "#7b3fb8", "overfit": "#b03a2e", "unknown": "#9a9a9a"}
@@ -100,15 +100,6 @@ class TableModel:
     name_width: int
 
 
-def _trainer_values(summary: Summary) -> dict[tuple[str, str, str], float]:
-    """(checkpoint, split, metric) -> latest value of a Trainer's own eval numbers."""
-    out = {}
-    for m in summary.run.metrics:
-        if m.metric.startswith(TRAINER_METRIC) and m.probe is None:
-            out[(m.checkpoint, m.split, m.metric)] = m.value
-    return out
-
-
 def columns_of(summary: Summary, trainer: dict) -> tuple[Column, ...]:
     """Only columns that hold a value somewhere: an 80-column terminal has no room to spare.
     A Trainer's own numbers (TRL's token accuracy, entropy, ...) get columns only for splits
@@ -149,7 +140,7 @@ def sorted_rows(summary: Summary, sort: str) -> list[Row]:
 
 
 def table_model(summary: Summary, sort: str = "epoch", marked: frozenset = frozenset()) -> TableModel:
-    trainer = _trainer_values(summary)
+    trainer = trainer_values(summary.run)
     columns = columns_of(summary, trainer)
     rows = tuple(
         TableRow(name=r.name, epoch=fmt_epoch(r.checkpoint.epoch), phase=phase_of(summary, r.name),

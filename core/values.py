@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from overmem.rundir.lines import ordered_splits
+from overmem.rundir.lines import TRAINER_METRIC, ordered_splits
 from overmem.rundir.records import CheckpointInfo, Run
 
 # Preference among ppl aggregates. "mean": the mean of per-sample perplexities (the
@@ -109,6 +109,13 @@ def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[Row, ...], 
     rows = tuple(Row(ckpt, {split: SplitValues(**cell) for split, cell in values.get(ckpt.name, {}).items()})
                  for ckpt in checkpoints)
     return rows, aggregates
+
+
+def trainer_values(run: Run) -> dict[tuple[str, str, str], float]:
+    """(checkpoint, split, metric) -> the latest value of a Trainer's own eval numbers (metric
+    names keep their ``trainer/`` prefix)."""
+    return {(m.checkpoint, m.split, m.metric): m.value for m in run.metrics
+            if m.metric.startswith(TRAINER_METRIC) and m.probe is None}
 
 
 def available_splits(rows: tuple[Row, ...]) -> tuple[str, ...]:

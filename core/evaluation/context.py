@@ -18,10 +18,9 @@ from overmem.data.loaders import SplitSpec, select
 from overmem.data.template import PromptFormat
 from overmem.evaluation.definitions import recorded_answer, recorded_max_len, recorded_splits
 from overmem.evaluation.generators import HFGenerator, choose_generator, text_of
+from overmem.evaluation.options import DEFAULT_MAX_LEN
 from overmem.models.loading import allow_remote_code
 from overmem.rundir import RunInfo, RunReader
-
-DEFAULT_MAX_LEN = 2048  # tokens of prompt + reference, when the run recorded none
 
 
 @dataclass(frozen=True)

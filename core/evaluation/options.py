@@ -11,6 +11,8 @@ from overmem.params import require
 from overmem.rundir.claims import CLAIM_TIMEOUT
 from overmem.rundir.lines import EVAL_METRICS
 
+DEFAULT_MAX_LEN = 2048  # tokens of prompt + reference, when the run recorded none
+
 
 @dataclass(frozen=True)
 class EvalOptions:

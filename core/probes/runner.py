@@ -10,49 +10,18 @@ to samples/<checkpoint>/<split>.probe-<name>.jsonl.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from overmem.data.answers import answers_match
 from overmem.errors import CorruptRun, UsageError
 from overmem.evaluation.context import RunContext
-from overmem.params import require
 from overmem.probes.base import ProbeContext
 from overmem.progress import PROBE, Listener, Started, ignore
 from overmem.probes.metrics import bootstrap_interval
-from overmem.probes.registry import PROBES, get_probes
+from overmem.probes.options import ProbeOptions
+from overmem.probes.registry import get_probes
 from overmem.rundir import Metric, RunReader
 from overmem.rundir.lines import CI_HIGH, CI_LOW
 from overmem.rundir.records import CheckpointInfo
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    probes: tuple[str, ...] = tuple(PROBES)
-    n_samples: int = 5
-    temperature: float = 1.0
-    ood: dict = field(default_factory=dict)  # name -> path or preset
-    reward_model: str | None = None
-    backend: str = "auto"
-    limit: int | None = 100
-    mia_size: int = 500
-    ece_bins: int = 10
-    min_k: float = 0.2
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    seed: int = 0
-    bootstrap: int = 200  # resamples for the 95% intervals
-    trust_remote_code: bool = False  # this invocation allows a model folder's own code (never the run's record)
-
-    def validate(self) -> "ProbeOptions":
-        """UsageError for the first option out of range, before any model loads."""
-        for option, value, high in (("--n-samples", self.n_samples, 1000), ("--limit", self.limit, None),
-                                    ("--mia-size", self.mia_size, None), ("--bins", self.ece_bins, 1000),
-                                    ("--max-new-tokens", self.max_new_tokens, None),
-                                    ("--batch-size", self.batch_size, None), ("bootstrap", self.bootstrap, None)):
-            require(option, value, int, low=1, high=high)
-        require("--temperature", self.temperature, float, low=0, low_open=True, high=100)
-        require("--min-k", self.min_k, float, low=0, low_open=True, high=1)
-        return self
 
 
 class ProbeRunner:

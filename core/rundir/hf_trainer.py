@@ -31,13 +31,13 @@ from overmem.rundir.records import (
     TrainLog,
 )
 from overmem.rundir.fields import count, finite, number, value_problem
+from overmem.rundir.lines import TRAINER_METRIC
 from overmem.rundir.names import is_safe_name, links_out, unsafe_reason
 
 STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # bookkeeping, not metrics (TRL's num_tokens counts the training tokens seen so far)
 _SKIP = ("runtime", "samples_per_second", "steps_per_second", "epoch", "num_tokens")
-TRAINER_METRIC = "trainer/"  # prefix of the Trainer's own eval numbers other than the loss
 _PERCENT_LIKE = ("acc", "exact_match", "match")
 
 

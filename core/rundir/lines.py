@@ -23,6 +23,7 @@ METRIC_ACC = "acc"  # generation accuracy
 EVAL_METRICS = (METRIC_PPL, METRIC_ACC)
 MEAN = "mean"  # the aggregate of overmem's own evaluation records
 CI_LOW, CI_HIGH = "ci95_low", "ci95_high"  # a probe metric's 95% bootstrap interval
+TRAINER_METRIC = "trainer/"  # prefix of a Trainer's own eval numbers other than the loss
 
 
 def canonical_split(name: str) -> str:

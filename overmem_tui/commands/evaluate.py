@@ -7,6 +7,7 @@ import typer
 
 from overmem.data.answers import ANSWER_FORMATS
 from overmem.data.template import TEMPLATE_KINDS
+from overmem.evaluation.options import DEFAULT_MAX_LEN, EVAL_METRICS, EvalOptions
 from overmem_tui.options import RunArg, TrustOpt
 
 
@@ -14,13 +15,13 @@ def eval_command(
     run: RunArg = Path("."),
     splits: Annotated[Optional[str], typer.Option("--splits", help="Comma-separated splits (default: every split the run defines).")] = None,
     checkpoints: Annotated[str, typer.Option("--checkpoints", help="Comma-separated names (ep3, checkpoint-12), or 'all'.")] = "all",
-    backend: Annotated[str, typer.Option("--backend", help="hf, vllm, or auto (vllm when importable).")] = "auto",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    backend: Annotated[str, typer.Option("--backend", help="hf, vllm, or auto (vllm when importable).")] = EvalOptions.backend,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = EvalOptions.max_new_tokens,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = EvalOptions.batch_size,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate the first N rows of each split.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Evaluate new checkpoints until training ends.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute metrics already in metrics.jsonl.")] = False,
-    metrics: Annotated[str, typer.Option("--metrics", help="ppl, acc or both.")] = "ppl,acc",
+    metrics: Annotated[str, typer.Option("--metrics", help=f"{', '.join(EVAL_METRICS)}, or several.")] = ",".join(EvalOptions.metrics),
     split_file: Annotated[Optional[list[str]], typer.Option("--split-file", help="NAME=PATH: define or replace a split (jsonl/json/parquet/csv, TRL messages or prompt/completion too); remembered in the run.")] = None,
     prompt_field: Annotated[Optional[str], typer.Option("--prompt-field", help="For --split-file data.")] = None,
     response_field: Annotated[Optional[str], typer.Option("--response-field", help="For --split-file data.")] = None,
@@ -28,13 +29,13 @@ def eval_command(
     answer_field: Annotated[Optional[str], typer.Option("--answer-field", help="A --split-file column that holds the gold answer.")] = None,
     template: Annotated[Optional[str], typer.Option("--template", help=f"Prompt format, remembered in the run: {'; '.join(f'{k}: {v}' for k, v in TEMPLATE_KINDS.items())}; or a file holding {{instruction}}.")] = None,
     system: Annotated[Optional[str], typer.Option("--system", help="System message for --template chat.")] = None,
-    max_len: Annotated[Optional[int], typer.Option("--max-len", help="Longest prompt + reference in tokens (remembered; default the run's, else 2048).")] = None,
+    max_len: Annotated[Optional[int], typer.Option("--max-len", help=f"Longest prompt + reference in tokens (remembered; default the run's, else {DEFAULT_MAX_LEN}).")] = None,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model (folder or hub id) of a Trainer folder whose files do not name it; remembered.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cuda:N (or cuda:N,M for --tensor-parallel-size 2): evaluate on those GPUs only, e.g. beside a training on the others; or cpu.")] = None,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option("--gpu-memory-utilization", help="vLLM's share of each GPU's memory (default 0.45).")] = None,
     tensor_parallel_size: Annotated[Optional[int], typer.Option("--tensor-parallel-size", help="vLLM: GPUs one model spans.")] = None,
     steal_claims: Annotated[bool, typer.Option("--steal-claims", help="Evaluate checkpoints that other evaluators claim.")] = False,
-    claim_timeout: Annotated[float, typer.Option("--claim-timeout", help="Seconds without a heartbeat after which another evaluator's claim is taken over.")] = 120.0,
+    claim_timeout: Annotated[float, typer.Option("--claim-timeout", help="Seconds without a heartbeat after which another evaluator's claim is taken over.")] = EvalOptions.claim_timeout,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Evaluate checkpoints: reference perplexity and greedy accuracy per split.
@@ -47,7 +48,7 @@ def eval_command(
     from overmem.data.loaders import SplitSpec, resolve_source
     from overmem.data.template import PromptFormat
     from overmem.errors import UsageError
-    from overmem.evaluation.runner import EvalOptions, Evaluator
+    from overmem.evaluation.runner import Evaluator
     from overmem.models.loading import resolve_base
     from overmem_tui.options import csv_list, name_paths
     from overmem_tui.progress import EvalDisplay

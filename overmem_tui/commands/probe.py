@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from overmem.probes.options import ProbeOptions
 from overmem.probes.registry import PROBES
 from overmem_tui.options import RunArg, TrustOpt
 
@@ -13,23 +14,23 @@ from overmem_tui.options import RunArg, TrustOpt
 def probe(
     run: RunArg = Path("."),
     checkpoints: Annotated[str, typer.Option("--checkpoints", help="Names, or recommended/latest.")] = "recommended,latest",
-    probes: Annotated[str, typer.Option("--probes", help="; ".join(f"{n}: {p.help}" for n, p in PROBES.items()))] = ",".join(PROBES),
-    n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per query (diversity, calibration).")] = 5,
-    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    probes: Annotated[str, typer.Option("--probes", help="; ".join(f"{n}: {p.help}" for n, p in PROBES.items()))] = ",".join(ProbeOptions.probes),
+    n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per query (diversity, calibration).")] = ProbeOptions.n_samples,
+    temperature: Annotated[float, typer.Option("--temperature")] = ProbeOptions.temperature,
     ood: Annotated[Optional[list[str]], typer.Option("--ood", help="NAME=PATH (file, hub id or preset); repeatable.")] = None,
     reward_model: Annotated[Optional[str], typer.Option("--reward-model", help="Sequence-classification model for Best-of-N.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="hf, vllm, or auto.")] = "auto",
-    limit: Annotated[int, typer.Option("--limit", help="Queries per probe.")] = 100,
-    mia_size: Annotated[int, typer.Option("--mia-size", help="Members and non-members each (default 500).")] = 500,
-    bins: Annotated[int, typer.Option("--bins", help="ECE bins.")] = 10,
-    min_k: Annotated[float, typer.Option("--min-k", help="k for Min-K% and Min-K%++.")] = 0.2,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
+    backend: Annotated[str, typer.Option("--backend", help="hf, vllm, or auto.")] = ProbeOptions.backend,
+    limit: Annotated[int, typer.Option("--limit", help="Queries per probe.")] = ProbeOptions.limit,
+    mia_size: Annotated[int, typer.Option("--mia-size", help="Members and non-members each.")] = ProbeOptions.mia_size,
+    bins: Annotated[int, typer.Option("--bins", help="ECE bins.")] = ProbeOptions.ece_bins,
+    min_k: Annotated[float, typer.Option("--min-k", help="k for Min-K% and Min-K%++.")] = ProbeOptions.min_k,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = ProbeOptions.max_new_tokens,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Behavioural probes (robustness, diversity, calibration, MIA, OOD), side by side per checkpoint."""
     from overmem.probes.compare import probe_intervals, probe_json, probe_rows
-    from overmem.probes.runner import ProbeOptions, ProbeRunner
+    from overmem.probes.runner import ProbeRunner
     from overmem.selection import resolve_checkpoints
     from overmem.rundir import load_run
     from overmem_tui.options import csv_list, name_paths

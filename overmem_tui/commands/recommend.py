@@ -13,9 +13,9 @@ def recommend(
     run: RunArg = Path("."),
     json_out: JsonOpt = False,
     split: SplitOpt = None,
-    band: BandOpt = 1.25,
-    ppl_factor: PplFactorOpt = 1.5,
-    z: ZOpt = 2.0,
+    band: BandOpt = Thresholds.band,
+    ppl_factor: PplFactorOpt = Thresholds.ppl_factor,
+    z: ZOpt = Thresholds.z,
     min_gain: MinGainOpt = Thresholds.min_gain,
 ) -> None:
     """Classify checkpoints by phase and recommend one, with reasons."""

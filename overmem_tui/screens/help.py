@@ -9,6 +9,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from overmem.phases import phase_legend
+
 EXTRA = [("up/down", "select a checkpoint"), ("click a header", "sort by that column")]
 
 
@@ -28,7 +30,6 @@ class HelpScreen(ModalScreen):
             keys = keys.replace("question_mark", "?")
             table.add_row(f"[bold]{keys}[/]", b.description)
         table.add_row("", "")
-        table.add_row("[bold]phases[/]", "black: under-trained · yellow: healthy · purple: over-memorized "
-                      "(accuracy high, log-ppl > factor x minimum) · overfit: accuracy fell after its peak")
+        table.add_row("[bold]phases[/]", phase_legend())
         with VerticalScroll(classes="dialog", id="help-body"):
             yield Static(table)
