@@ -1,13 +1,14 @@
 """The recommendation and the merge suggestion: pure functions of classified points.
 
-Recipe (METHOD.md 4.1): among checkpoints whose log-ppl lies within ``band`` times
+Recipe: among checkpoints whose log-ppl lies within ``band`` times
 the minimum, take the one with the highest accuracy (ties: the earliest). The advice
 never contradicts the phases: when no checkpoint in the band has high accuracy, it
 says so, takes the least over-memorized checkpoint whose accuracy is high (a yellow
 one) and names the trade-off; when no checkpoint is yellow, or accuracy never rose
 above the base's, it recommends none. Then it says what the naive rules (lowest
 ppl, highest accuracy, the last checkpoint) would have picked, and suggests merging
-the recommended checkpoint with the latest over-memorized one (METHOD.md 4.2),
+the recommended checkpoint with the latest over-memorized one (their
+mean delta keeps the early one's perplexity and the late one's accuracy),
 unless that merge was evaluated and is itself over-memorized.
 """
 

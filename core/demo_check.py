@@ -1,6 +1,6 @@
 """What the demo promises, checked on a finished demo run: a pure function of its summary.
 
-The demo exists to show the finding of METHOD.md unmistakably: black, then yellow,
+The demo exists to show over-memorization unmistakably: black, then yellow,
 then a long purple window in which validation log-ppl climbs to at least twice its
 minimum while test accuracy stays within noise of its best, and a merge of an early
 and a late checkpoint that brings test perplexity back down without losing accuracy.

@@ -1,6 +1,6 @@
 """Answer extraction and grading, behind a registry of extractors.
 
-Extraction is anchored to each format's marker (METHOD.md 2):
+Extraction is anchored to each format's marker:
 
 - ``gsm8k``: the last line that starts with ``####`` and goes on with a number
   (``#### 18``, ``#### $1,234.50``); a Markdown header such as ``#### Step 2: ...``

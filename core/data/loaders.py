@@ -275,7 +275,7 @@ def select(spec: SplitSpec) -> list[dict]:
 
 def default_splits(train: DataSource, n_train: int, *, eval_size: int, test: DataSource | None,
                    seed: int) -> tuple[SplitSpec, dict[str, SplitSpec]]:
-    """The training set and the three monitored splits (METHOD.md 2).
+    """The training set and the three monitored splits.
 
     train: a sample of the training rows of the test set's size; val: held-out rows
     of the same source after the training rows; test: the test source.

@@ -1,4 +1,4 @@
-"""How a query becomes a prompt: METHOD.md's Alpaca template, the model's own chat
+"""How a query becomes a prompt: the Alpaca template (``PROMPT_TEMPLATE`` below), the model's own chat
 template, the query as is, or a template text of the user's.
 
 A run records its format (``PromptFormat.to_json``) and every command renders
@@ -20,7 +20,7 @@ PROMPT_TEMPLATE = (
 STOP_MARKER = "### Instruction"
 
 TEMPLATE_KINDS = {
-    "alpaca": "METHOD.md's Alpaca template (the default for overmem's own runs)",
+    "alpaca": "the Alpaca instruction template (the default for overmem's own runs)",
     "chat": "the tokenizer's own chat template (apply_chat_template), with --system if given",
     "raw": "the query as it is (data whose prompts are already rendered)",
 }

@@ -35,7 +35,7 @@ class Definitions:
 def default_format(specs: dict[str, SplitSpec]) -> PromptFormat:
     """The prompt format a Trainer folder's data implies, as TRL would render it: chat turns
     through the chat template, ready-made prompt/completion text as is, two text fields
-    through METHOD.md's Alpaca template."""
+    through the Alpaca template (overmem.data.template)."""
     for spec in specs.values():
         rows = load_rows(spec.source, 0, 1)
         if rows and isinstance(rows[0]["query"], list):

@@ -1,1 +1,1 @@
-"""Behavioural probes: what an over-memorized checkpoint costs (METHOD.md section 5)."""
+"""Behavioural probes: what an over-memorized checkpoint costs: less robust, less diverse, worse calibrated, leakier, worse out of distribution."""

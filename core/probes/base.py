@@ -1,4 +1,4 @@
-"""What a probe is: a plug-in that measures one behaviour of a checkpoint (METHOD.md 5).
+"""What a probe is: a plug-in that measures one behaviour of a checkpoint.
 
 A probe returns a ``Measurement``: how to compute its metrics over any subset of its
 units (queries, or members and non-members), the per-sample details, and its sample

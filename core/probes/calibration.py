@@ -1,5 +1,5 @@
 """Calibration: confidence of a sampled answer (mean token probability of the sequence)
-against its correctness; expected calibration error over equal-width bins (METHOD.md 5)."""
+against its correctness; expected calibration error over equal-width bins."""
 
 from __future__ import annotations
 

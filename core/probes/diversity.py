@@ -1,5 +1,5 @@
 """Diversity of N samples per query at temperature 1: Pass@k, majority vote, EAD,
-distinct n-grams, semantic diversity, Best-of-N with a reward model (METHOD.md 5)."""
+distinct n-grams, semantic diversity, Best-of-N with a reward model."""
 
 from __future__ import annotations
 

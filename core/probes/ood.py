@@ -1,4 +1,4 @@
-"""Out-of-distribution accuracy on other benchmarks of the same skill (METHOD.md 5)."""
+"""Out-of-distribution accuracy on other benchmarks of the same skill."""
 
 from __future__ import annotations
 

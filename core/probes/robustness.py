@@ -1,4 +1,4 @@
-"""Prompt-perturbation robustness: accuracy with and without a neutral preamble (METHOD.md 5)."""
+"""Prompt-perturbation robustness: accuracy with and without a neutral preamble."""
 
 from __future__ import annotations
 

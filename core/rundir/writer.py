@@ -3,20 +3,32 @@
 This docstring is the one description of the tree (the README points here)::
 
     RUN/
-      run.json                      RunInfo (what was trained, status, split definitions)
-      metrics.jsonl                 append-only Metric / TrainLog records
-      selection.json                the checkpoint a user selected/exported
-      checkpoints/<name>/           a checkpoint folder + checkpoint.json (appears by rename)
-      samples/<name>/<split>.<part>.jsonl   per-sample sidecars (ppl, gen, probe-*)
+      run.json                 what was trained: base, method, loss, hyperparameters, data and
+                               split definitions (hub datasets with their commit), prompt
+                               format, seed, status, schema_version (RunInfo)
+      metrics.jsonl            append-only records (lines.py): {"type":"metric", checkpoint, split,
+                               metric, aggregate, value, n, time[, probe][, replaces]},
+                               {"type":"train", step, epoch, loss, lr, ...}, {"type":"resume",
+                               step, checkpoint} and {"type":"replaced", checkpoint} (a merge
+                               made again: earlier records are the old one's); lines are written
+                               whole, under a lock, and a line torn by a writer that died is
+                               cut before the next one
+      checkpoints/<name>/      ep3, step1200, merge-ep3+ep10 ... each with checkpoint.json
+                               (kind, epoch, step, parents, weights); appears by rename
+      samples/<name>/<split>.<part>.jsonl   per-sample sidecars: ppl (NLL sums, token counts),
+                               gen (generations, grades), probe-<name>
       samples/_splits/<split>.rows.jsonl    the rows a split was evaluated on
-      data/<split>.jsonl            split rows handed over in code (OvermemCallback(splits=...))
-      claims/<name>.json            an evaluator's claim on a checkpoint
-      training.json                 the training process's lease on the run (one trainer at a time)
-      init_adapter/                 PiSSA/MiLoRA initial adapter (B0, A0)
-      state/                        resume state of the trainer
+      data/<split>.jsonl       split rows handed over in code (OvermemCallback(splits=...))
+      claims/<name>.json       an evaluator's lease on a checkpoint: host, pid, heartbeat
+      training.json            the trainer's lease on the run (one trainer at a time)
+      init_adapter/            PiSSA/MiLoRA initial adapter (B0, A0)
+      state/                   optimizer, scheduler and RNG state for --resume
+      selection.json           the checkpoint chosen with select/export
 
-A Trainer output folder (transformers, TRL, axolotl) is read as it is; overmem
-writes its own files for it into ``overmem/`` inside it, with this same tree.
+    TRAINER_OUTPUT/            a Trainer/TRL/axolotl output_dir, read as it is (hf_trainer.py)
+      checkpoint-N/ ...        the Trainer's checkpoints (never modified)
+      overmem/                 an overmem run directory (the tree above) of overmem's results:
+                               split definitions, metrics, samples, claims, merges, selection
 """
 
 from __future__ import annotations
