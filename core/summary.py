@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
-from overmem.values import AGGREGATE_NAMES, Aggregate, Row, available_splits, build_rows, trainer_values
+from overmem.values import AGGREGATE_NAMES, Aggregate, CheckpointValues, available_splits, build_rows, trainer_values
 from overmem.phases import Point, Thresholds
 from overmem.rundir.lines import TRAINER_METRIC, canonical_split
 from overmem.rundir.records import KIND_BASE, Run
@@ -15,7 +15,7 @@ from overmem.rundir.records import KIND_BASE, Run
 @dataclass(frozen=True)
 class Summary:
     run: Run
-    rows: tuple[Row, ...]
+    rows: tuple[CheckpointValues, ...]
     splits: tuple[str, ...]
     advice: Advice
     aggregates: dict[str, Aggregate] = field(default_factory=dict)  # split -> the ppl aggregate it uses
@@ -45,7 +45,7 @@ def choose_split(splits: tuple[str, ...], requested: str | None) -> str | None:
     return splits[0] if splits else None
 
 
-def points_for(rows: tuple[Row, ...], split: str | None) -> list[Point]:
+def points_for(rows: tuple[CheckpointValues, ...], split: str | None) -> list[Point]:
     points = []
     for row in rows:
         values = row.get(split) if split else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from overmem.rundir.lines import TRAINER_METRIC
 from overmem.summary import Summary
 from overmem.units import fmt_pct
-from overmem.values import Row, trainer_values
+from overmem.values import CheckpointValues, trainer_values
 
 # One palette: figures use the colours, the terminal themes derive from them.
 PALETTE = {"black": "#303030", "yellow": "#e8c547", "purple": "#7b3fb8", "overfit": "#b03a2e", "unknown": "#9a9a9a"}
@@ -32,7 +32,7 @@ def fmt_epoch(value: float | None) -> str:
     return f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
 
 
-def x_of(row: Row) -> float | None:
+def x_of(row: CheckpointValues) -> float | None:
     """Where a checkpoint sits on the trajectory's x axis: its epoch, else its step."""
     ckpt = row.checkpoint
     if ckpt.epoch is not None:
@@ -40,7 +40,7 @@ def x_of(row: Row) -> float | None:
     return float(ckpt.step) if ckpt.step is not None else None
 
 
-def trajectory_rows(summary: Summary) -> list[Row]:
+def trajectory_rows(summary: Summary) -> list[CheckpointValues]:
     """The rows drawn on the trajectory's x axis: base and trained checkpoints with an epoch or step."""
     return [r for r in summary.rows if r.checkpoint.on_trajectory and x_of(r) is not None]
 
@@ -118,7 +118,7 @@ def columns_of(summary: Summary, trainer: dict) -> tuple[Column, ...]:
     return tuple(cols)
 
 
-def _cell(row: Row, col: Column, trainer: dict) -> str:
+def _cell(row: CheckpointValues, col: Column, trainer: dict) -> str:
     if col.metric == "ppl":
         return fmt_ppl(row.get(col.split).ppl)
     if col.metric == "acc":
@@ -127,7 +127,7 @@ def _cell(row: Row, col: Column, trainer: dict) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def sorted_rows(summary: Summary, sort: str) -> list[Row]:
+def sorted_rows(summary: Summary, sort: str) -> list[CheckpointValues]:
     rows = list(summary.rows)
     split = summary.split
     if sort == "ppl" and split:

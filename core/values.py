@@ -41,7 +41,9 @@ class SplitValues:
 
 
 @dataclass(frozen=True)
-class Row:
+class CheckpointValues:
+    """One checkpoint's latest values on every split (a row of ``Summary.rows`` and of every table)."""
+
     checkpoint: CheckpointInfo
     splits: Mapping[str, SplitValues] = field(default_factory=dict)
 
@@ -86,7 +88,7 @@ def choose_aggregates(latest: dict[tuple, tuple], preferred: str = "mean") -> di
     return out
 
 
-def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[Row, ...], dict[str, Aggregate]]:
+def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[CheckpointValues, ...], dict[str, Aggregate]]:
     """One row per checkpoint (in trajectory order, merges last), latest values per split,
     and the aggregate chosen for each split.
 
@@ -106,7 +108,8 @@ def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[Row, ...], 
     checkpoints = list(run.checkpoints) + [
         CheckpointInfo(name=name, kind="unknown") for name in values if name not in known
     ]
-    rows = tuple(Row(ckpt, {split: SplitValues(**cell) for split, cell in values.get(ckpt.name, {}).items()})
+    rows = tuple(CheckpointValues(ckpt, {split: SplitValues(**cell)
+                                         for split, cell in values.get(ckpt.name, {}).items()})
                  for ckpt in checkpoints)
     return rows, aggregates
 
@@ -118,7 +121,7 @@ def trainer_values(run: Run) -> dict[tuple[str, str, str], float]:
             if m.metric.startswith(TRAINER_METRIC) and m.probe is None}
 
 
-def available_splits(rows: tuple[Row, ...]) -> tuple[str, ...]:
+def available_splits(rows: tuple[CheckpointValues, ...]) -> tuple[str, ...]:
     """Splits with at least one ppl or accuracy value, train/val/test first."""
     seen = {s for row in rows for s, v in row.splits.items() if v.ppl is not None or v.acc is not None}
     return tuple(ordered_splits(seen))
