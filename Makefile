@@ -43,8 +43,10 @@ demo: $(BASE)
 	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/overmem demo --out demo-run --force; \
 	else $(VENV)/bin/overmem demo --out demo-run --force --no-watch; fi
 
+# vLLM is installed above, so its tests must run: a broken install fails them with its import
+# error (tests/helpers.py: require_vllm), never a silent skip; -rs lists every skip with its reason.
 test: $(TESTDEPS)
-	$(PY) -m pytest -q -p no:cacheprovider
+	OVERMEM_REQUIRE_VLLM=1 $(PY) -m pytest -q -rs -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build *.egg-info

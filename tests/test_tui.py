@@ -160,22 +160,11 @@ async def test_export_key(paper_run, tmp_path):
     assert json.loads((paper_run / "selection.json").read_text())["checkpoint"] == "ep5"
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    from overmem.evaluation.runner import EvalOptions, Evaluator
-    from overmem.training.setup import DataOptions, build_config
-    from overmem.training.trainer import train
-
-    out = tmp_path_factory.mktemp("tui") / "run"
-    train(build_config(model="tiny", data=DataOptions("synthetic-math", train_size=8, eval_size=3), out=str(out),
-                       method="lora", r=8, alpha=16, epochs=2, batch_size=8, micro_batch_size=8, max_len=256))
-    Evaluator(out, EvalOptions(backend="hf", max_new_tokens=8, metrics=("ppl",))).evaluate_pending()
-    return out
-
-
-async def test_merge_key_runs_the_real_merge(lora_run):
+async def test_merge_key_runs_the_real_merge(evaluated_run):
+    """On a copy of the session's trained and evaluated tiny LoRA run (conftest.py)."""
     from overmem.rundir import load_run
 
+    lora_run = evaluated_run
     app = make_app([lora_run], poll_interval=0.05, clock=FIXED_CLOCK)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, lambda: loaded(app))

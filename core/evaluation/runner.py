@@ -139,14 +139,22 @@ class Evaluator:
         self.options = replace(self.options, checkpoints=(name,))
         return self.evaluate_pending()
 
+    def _holding(self, checkpoint: str) -> None:
+        """ClaimLost when this evaluator's claim on ``checkpoint`` was taken over meanwhile: then
+        another evaluator writes its records and per-sample files (each exactly once)."""
+        if self._claim is not None and not self._claim.held():
+            raise ClaimLost(f"the claim on {checkpoint} was taken over (its heartbeat stalled); "
+                            "dropping this evaluator's results for it")
+
+    def _write_samples(self, checkpoint: str, split: str, samples: list) -> None:
+        self._holding(checkpoint)
+        self.rundir.write_samples(checkpoint, split, samples)
+
     def _record(self, records: list[Metric]) -> None:
-        """Append records, unless this evaluator's claim was taken over meanwhile (then another
-        evaluator writes them: each record exactly once)."""
+        """Append records, unless this evaluator's claim was taken over meanwhile."""
         if not records:
             return
-        if self._claim is not None and not self._claim.held():
-            raise ClaimLost(f"the claim on {records[0].checkpoint} was taken over (its heartbeat stalled); "
-                            "dropping this evaluator's results for it")
+        self._holding(records[0].checkpoint)
         if self.options.force:  # a deliberate re-evaluation supersedes the earlier records
             records = [replace(r, replaces=True) for r in records]
         self.rundir.append(records)
@@ -218,7 +226,7 @@ class Evaluator:
                                    self.ctx.models.device,
                                    progress=self._progress(ckpt, split, "ppl", len(rows)),
                                    on_note=lambda text: self.on_event(Note(EVAL, ckpt.name, split=split, text=text)))
-        self.rundir.write_samples(ckpt.name, split, [
+        self._write_samples(ckpt.name, split, [
             PplSample(s.idx, s.nll_sum, s.n_tokens, encoded[s.idx].truncated) for s in samples])
         now = time.time()
         scored = sum(1 for s in samples if s.n_tokens)
@@ -246,7 +254,7 @@ class Evaluator:
             grade = self.ctx.grade(split, text, row["answer"])
             correct += grade.correct
             sidecar.append(GenSample(i, text, grade.predicted, row["answer"], grade.correct))
-        self.rundir.write_samples(ckpt.name, split, sidecar)
+        self._write_samples(ckpt.name, split, sidecar)
         record = Metric(ckpt.name, split, METRIC_ACC, correct / len(graded), MEAN, len(graded), time.time())
         self._record([record])
         return [record]
