@@ -40,7 +40,8 @@ class RunContext:
         self.base = allow_remote_code(info.base_model, trust_remote_code)
         self.specs: dict[str, SplitSpec] = recorded_splits(info)
         self.template = PromptFormat.from_json(info.prompt_template)
-        self.max_len = recorded_max_len(info, DEFAULT_MAX_LEN)
+        self.recorded_max_len = recorded_max_len(info, None)  # None: the run recorded none
+        self.max_len = self.recorded_max_len or DEFAULT_MAX_LEN
         self.trained_formats, self.fallback = recorded_answer(info)
         self._models = models
         self._device = device
@@ -60,9 +61,12 @@ class RunContext:
     def tokenizer(self):
         return self.models.tokenizer
 
-    def generator(self, backend: str, *, checkpoints, max_new_tokens: int, batch_size: int, **engine):
-        """The generation backend for this run (``backend``: auto, hf or vllm)."""
-        return choose_generator(backend, self.base, self.models, checkpoints=checkpoints, max_len=self.max_len,
+    def generator(self, backend: str, *, checkpoints, max_new_tokens: int, batch_size: int,
+                  max_len: int | None = None, **engine):
+        """The generation backend for this run (``backend``: auto, hf or vllm); ``max_len``: the
+        longest prompt it takes (default the run's evaluation length)."""
+        return choose_generator(backend, self.base, self.models, checkpoints=checkpoints,
+                                max_len=max_len or self.max_len,
                                 max_new_tokens=max_new_tokens, batch_size=batch_size, stops=self.template.stops,
                                 **engine)
 
@@ -82,9 +86,9 @@ class RunContext:
     def prompt(self, query) -> list[int]:
         return encode_prompt(self.tokenizer, query, self.template)
 
-    def encode(self, row: dict) -> Encoded:
-        """Prompt + reference ids, cut at the run's evaluation length."""
-        return encode(self.tokenizer, row["query"], row["response"], self.template, self.max_len)
+    def encode(self, row: dict, cut: bool = True) -> Encoded:
+        """Prompt + reference ids, cut at the run's evaluation length (or whole: ``cut=False``)."""
+        return encode(self.tokenizer, row["query"], row["response"], self.template, self.max_len if cut else None)
 
     def text(self, ids: list[int]) -> str:
         """A generation's text, cut at the run's stop markers."""

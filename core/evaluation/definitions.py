@@ -111,7 +111,7 @@ def recorded_answer(info: RunInfo) -> tuple[tuple[str, ...], bool]:
     return tuple(formats or ()), bool(answer.get("fallback", False))
 
 
-def recorded_max_len(info: RunInfo, default: int) -> int:
+def recorded_max_len(info: RunInfo, default: int | None) -> int | None:
     """The run's longest prompt + reference in tokens (``default`` when it recorded none)."""
     value = info.hyperparameters.get("max_len")
     if value is None:

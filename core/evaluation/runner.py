@@ -26,7 +26,7 @@ from overmem.rundir.lines import MEAN, METRIC_ACC, METRIC_PPL, ordered_splits
 from overmem.rundir.samples import GenSample, PplSample
 from overmem.merging.format import check_weights
 from overmem.rundir.checkpoint import adapter_config, is_adapter
-from overmem.rundir.records import STATUS_FAILED, STATUS_FINISHED, CheckpointInfo, Run
+from overmem.rundir.records import ENDED, CheckpointInfo, Run
 
 class Evaluator:
     def __init__(self, run_path: str | Path, options: EvalOptions = EvalOptions(), *,
@@ -79,17 +79,20 @@ class Evaluator:
         return any(r.get("answer") is not None for r in self.rows(split))
 
     # -- what is left ---------------------------------------------------------------
-    def todo(self, run: Run) -> list[tuple[CheckpointInfo, list[tuple[str, str]]]]:
+    def todo(self, run: Run, names: tuple[str, ...] | None = None) -> list[tuple[CheckpointInfo, list[tuple[str, str]]]]:
+        """What is left: each checkpoint of ``names`` (default: the options' checkpoints, else
+        all) with the (split, metric) pairs it still needs."""
         # overmem's own records (aggregate "mean"); an HF Trainer's eval_loss (token ppl) or
         # accuracy logged through OvermemCallback does not count as evaluated
         done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None and m.aggregate == MEAN}
         chosen = run.checkpoints
-        if self.options.checkpoints is not None:
-            names = {c.name for c in run.checkpoints}
-            missing = [n for n in self.options.checkpoints if n not in names]
+        wanted = names if names is not None else self.options.checkpoints
+        if wanted is not None:
+            have = {c.name for c in run.checkpoints}
+            missing = [n for n in wanted if n not in have]
             if missing:
                 raise UnknownCheckpoint(f"no checkpoint(s) {', '.join(missing)} in {run.path}")
-            chosen = [c for c in run.checkpoints if c.name in self.options.checkpoints]
+            chosen = [c for c in run.checkpoints if c.name in wanted]
         out = []
         for ckpt in chosen:
             if (ckpt.path is None and not ckpt.is_base) or ckpt.name in self.failed:
@@ -102,10 +105,11 @@ class Evaluator:
         return out
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate_pending(self, *, only_one: bool = False) -> int:
-        """Evaluate what is left (claiming each checkpoint); returns how many were done."""
+    def evaluate_pending(self, *, only_one: bool = False, names: tuple[str, ...] | None = None) -> int:
+        """Evaluate what is left (claiming each checkpoint) of ``names`` (default: the options'
+        checkpoints); returns how many were done."""
         count = 0
-        for ckpt, _ in self.todo(self.reader.snapshot()):
+        for ckpt, _ in self.todo(self.reader.snapshot(), names):
             claim = self.rundir.try_claim(ckpt.name, steal=self.options.steal_claims,
                                           timeout=self.options.claim_timeout)
             if claim is None:
@@ -113,7 +117,7 @@ class Evaluator:
                 continue
             with claim.heartbeat():
                 # what is left now: another evaluator may have finished it since the list was made
-                need = dict((c.name, n) for c, n in self.todo(self.reader.snapshot())).get(ckpt.name)
+                need = dict((c.name, n) for c, n in self.todo(self.reader.snapshot(), names)).get(ckpt.name)
                 if not need:
                     continue
                 self._claim = claim
@@ -136,8 +140,7 @@ class Evaluator:
 
     def evaluate_one(self, name: str) -> int:
         """Evaluate what is left of checkpoint ``name`` only (a training's or a callback's latest save)."""
-        self.options = replace(self.options, checkpoints=(name,))
-        return self.evaluate_pending()
+        return self.evaluate_pending(names=(name,))
 
     def _holding(self, checkpoint: str) -> None:
         """ClaimLost when this evaluator's claim on ``checkpoint`` was taken over meanwhile: then
@@ -168,7 +171,7 @@ class Evaluator:
             if done:
                 continue
             run = self.reader.snapshot()
-            if run.status in (STATUS_FINISHED, STATUS_FAILED) and not self.todo(run):
+            if run.status in ENDED and not self.todo(run):
                 break
             time.sleep(interval)
         return total

@@ -24,6 +24,9 @@ from overmem.rundir.lines import CI_HIGH, CI_LOW
 from overmem.rundir.records import CheckpointInfo
 
 
+PROBE_MAX_LEN = 1024  # the longest probe prompt a generation engine is sized for, when the run records none
+
+
 class ProbeRunner:
     def __init__(self, run_path, options: ProbeOptions = ProbeOptions(), on_event: Listener | None = None) -> None:
         probes = get_probes(options.probes)
@@ -53,7 +56,7 @@ class ProbeRunner:
             o = self.options
             self._generator = self.ctx.generator(o.backend, checkpoints=self.run.checkpoints,
                                                  max_new_tokens=o.max_new_tokens, batch_size=o.batch_size,
-                                                 seed=o.seed)
+                                                 max_len=self.ctx.recorded_max_len or PROBE_MAX_LEN, seed=o.seed)
         return self._generator
 
     def _backend_for(self, ckpt):
@@ -98,7 +101,8 @@ class ProbeRunner:
             correct=lambda text, row: run.grade(split, text, row.get("answer")).correct,
             correct_answer=lambda answer, row: answers_match(answer, row.get("answer")),
             extract=lambda text: run.extract(split, text), embed=self._embed, vocab_size=len(run.tokenizer),
-            info=run.info, tokenizer=run.tokenizer, encode=run.encode, device=run.models.device,
+            info=run.info, tokenizer=run.tokenizer, encode=lambda row: run.encode(row, cut=False),
+            device=run.models.device,
             extra={"bins": self.options.ece_bins, "k": self.options.min_k})
 
     # -- driver ----------------------------------------------------------------------------
