@@ -19,6 +19,7 @@ with an error if its heartbeat stops.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -31,12 +32,14 @@ from overmem.rundir import CheckpointInfo, RunDir, RunInfo, TrainLog
 from overmem.rundir.checkpoint import is_adapter
 from overmem.rundir.claims import CLAIM_TIMEOUT, is_stale
 from overmem.rundir.hf_trainer import parse_eval_entry, trainer_metrics
-from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
+from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING, STATUS_STOPPED
+from overmem.stopping import DEFAULT_PATIENCE, check_stop_rule
 
 MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "config.json", "generation_config.json",
                "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja")
 WAIT_POLL = 2.0
+logger = logging.getLogger("overmem")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -44,6 +47,20 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _from_main(reason: str | None) -> str | None:
+    """Rank 0's decision, on every process of a distributed run (one broadcast at the same save on
+    all of them); the decision itself where there is no process group."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return reason
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return reason
+    box = [reason]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _rows_file(rundir: RunDir, split: str, rows: list[dict], answer_format: str) -> dict:
@@ -57,9 +74,16 @@ def _rows_file(rundir: RunDir, split: str, rows: list[dict], answer_format: str)
 class OvermemCallback(TrainerCallback):
     def __init__(self, run_dir: str | os.PathLike, *, tokenizer=None, splits: dict[str, list[dict]] | None = None,
                  template: str | dict = "alpaca", system: str | None = None, max_new_tokens: int = 256,
-                 batch_size: int = 16, answer_format: str = "auto", base_model: str | None = None):
+                 batch_size: int = 16, answer_format: str = "auto", base_model: str | None = None,
+                 stop_at: str = "none", patience: int = DEFAULT_PATIENCE):
         """``splits``: name -> rows {"query", "response"}; ``template``: alpaca | chat | raw | a
-        template file, or a PromptFormat's JSON form; the same rendering as overmem eval's."""
+        template file, or a PromptFormat's JSON form; the same rendering as overmem eval's.
+        ``stop_at="purple"``: stop the training once ``patience`` evaluated checkpoints in a row
+        are over-memorized (overmem.stopping), at a save, never before the checkpoint to keep."""
+        check_stop_rule(stop_at, patience)
+        self.stop_at = stop_at
+        self.patience = patience
+        self.stopped: str | None = None  # why this callback stopped the training
         self.rundir = RunDir(run_dir)
         self.tokenizer = tokenizer
         self.splits = splits or {}
@@ -127,9 +151,35 @@ class OvermemCallback(TrainerCallback):
 
     def on_save(self, args, state, control, model=None, **kwargs):
         name = self._name(args, state)
-        if not state.is_world_process_zero:
+        if state.is_world_process_zero:
+            self._save(name, args, state, model)
+        else:
             self._wait_for_main(name)
-            return
+        reason = _from_main(self._decide(name, state) if state.is_world_process_zero else None)
+        if reason:  # every process stops at this same step: none is left waiting in a collective
+            self.stopped = reason
+            control.should_training_stop = True
+            state.log_history.append({"overmem_stop": reason, "checkpoint": name, "step": state.global_step})
+            logger.warning("overmem: stopping the training after %s: %s", name, reason)
+
+    def _decide(self, name: str, state) -> str | None:
+        """The main process: whether the training stops after checkpoint ``name`` (the stop rule,
+        or a request from watch); the stop is recorded in the run with its reason."""
+        if not self.rundir.exists():
+            return None
+        from overmem.rundir import load_run
+        from overmem.rundir.lines import Stop
+        from overmem.stopping import stop_reason
+        from overmem.summary import summarize
+
+        decision = stop_reason(summarize(load_run(self.rundir.path)), self.stop_at, self.patience)
+        if decision is None:
+            return None
+        by, reason = decision
+        self.rundir.append([Stop(reason, by, done=True, checkpoint=name, step=state.global_step, time=time.time())])
+        return reason
+
+    def _save(self, name: str, args, state, model) -> None:
         if not self.rundir.exists():
             return
         source = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -146,22 +196,29 @@ class OvermemCallback(TrainerCallback):
             self._evaluate(name, model, args)
 
     def _evaluate(self, name: str, model, args) -> None:
-        """Evaluate the saved checkpoint ``name``; one evaluator (one run context, rows read once)
-        serves every save of the training."""
-        if self._evaluator is None:
-            from overmem.evaluation.inprocess import live_evaluator
-            from overmem.evaluation.options import EvalOptions
+        """Evaluate the saved checkpoint ``name``. One process: one evaluator of the live model
+        serves every save (one run context, rows read once). Several: the live model may be
+        sharded, so a fresh evaluator loads the saved checkpoint, holding a claim whose heartbeat
+        tells the waiting processes that this one lives, and is dropped after it (the copy of
+        the base it loaded must not stay in memory beside the training)."""
+        from overmem.evaluation.options import EvalOptions
+
+        options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
+                              batch_size=self.batch_size, backend="hf")
+        if max(1, args.world_size) > 1:
             from overmem.evaluation.runner import Evaluator
 
-            options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
-                                  batch_size=self.batch_size, backend="hf")
-            if max(1, args.world_size) == 1:  # the live model is whole: evaluate it in place
-                device = str(next(model.parameters()).device)
-                self._evaluator = live_evaluator(self.rundir.path, model, self.tokenizer, device, options)
-            else:
-                # several processes: the live model may be sharded; evaluate the saved checkpoint,
-                # holding a claim whose heartbeat tells the waiting processes that this one lives
-                self._evaluator = Evaluator(self.rundir.path, options)
+            evaluator = Evaluator(self.rundir.path, options)
+            try:
+                evaluator.evaluate_one(name)
+            finally:
+                evaluator.close()
+            return
+        if self._evaluator is None:
+            from overmem.evaluation.inprocess import live_evaluator
+
+            device = str(next(model.parameters()).device)
+            self._evaluator = live_evaluator(self.rundir.path, model, self.tokenizer, device, options)
         try:
             self._evaluator.evaluate_one(name)
         finally:
@@ -193,5 +250,6 @@ class OvermemCallback(TrainerCallback):
             self._evaluator.close()
             self._evaluator = None
         if state.is_world_process_zero and self.rundir.exists():
-            self.rundir.set_status(STATUS_FINISHED if state.global_step >= state.max_steps else STATUS_FAILED)
+            done = STATUS_STOPPED if self.stopped else STATUS_FINISHED
+            self.rundir.set_status(done if self.stopped or state.global_step >= state.max_steps else STATUS_FAILED)
 

@@ -26,6 +26,7 @@ from overmem.evaluation.options import EvalOptions
 from overmem.evaluation.runner import Evaluator
 from overmem.rundir import load_run
 from overmem.summary import Summary, summarize
+from overmem.stopping import DEFAULT_PATIENCE, last_stop
 from overmem.table import merge_lines
 from overmem.training.setup import DataOptions, build_config
 
@@ -53,6 +54,8 @@ class DemoSettings:
     max_new_tokens: int = 64
     lrs: tuple[float, ...] = ()  # sweep: several learning rates, one run each
     force: bool = False
+    stop_at: str = "none"  # train --stop-at: stop once the run has turned purple (overmem.stopping)
+    patience: int = DEFAULT_PATIENCE
 
     def run_dirs(self) -> list[Path]:
         if not self.lrs:
@@ -100,7 +103,7 @@ def train_config(settings: DemoSettings, run_dir: Path, lr: float):
         data=DataOptions("synthetic-math", train_size=settings.train_size, eval_size=settings.eval_size),
         out=str(run_dir), method=settings.method, loss=settings.loss, seed=settings.seed, lr=lr, epochs=settings.epochs,
         batch_size=settings.batch_size, micro_batch_size=settings.batch_size, max_len=256, schedule="linear",
-        warmup_steps=0,
+        warmup_steps=0, stop_at=settings.stop_at, patience=settings.patience,
     )
 
 
@@ -230,7 +233,18 @@ def start_in_background(settings: DemoSettings) -> tuple[threading.Thread, DemoP
 def outcome(run_dir: Path, merge: str | None) -> tuple[Summary, list[str]]:
     """The final summary and plain-language lines about the merge against the latest checkpoint."""
     summary = summarize(load_run(run_dir))
-    trained = [r.name for r in summary.rows if r.checkpoint.trained]
+    trained = [r for r in summary.rows if r.checkpoint.trained]
+    lines = [saved_line(summary.run, trained[-1].checkpoint.epoch)] if trained and last_stop(summary.run) else []
     if merge is None or not trained:
-        return summary, []
-    return summary, merge_lines(summary, merge, [trained[-1]], label="the latest ")
+        return summary, lines
+    return summary, lines + merge_lines(summary, merge, [trained[-1].name], label="the latest ")
+
+
+def saved_line(run, stopped_epoch: float | None) -> str:
+    """"stopped at ep17 of 30: 43% of the training saved", for a run that stopped itself."""
+    stop = last_stop(run)
+    planned = run.info.hyperparameters.get("epochs") if run.info else None
+    if stop is None or not isinstance(planned, (int, float)) or not planned or stopped_epoch is None:
+        return f"stopped after {stop.checkpoint}: {stop.reason}" if stop else ""
+    saved = 1 - stopped_epoch / planned
+    return f"stopped at {stop.checkpoint} of {planned:g} epochs: {saved:.0%} of the training saved ({stop.reason})"

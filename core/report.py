@@ -13,7 +13,8 @@ from overmem.probes.compare import probe_rows
 from overmem.rundir.io import atomic_write_bytes, atomic_write_text
 from overmem.summary import Summary
 from overmem.table import (MARK_LEGEND, PALETTE, fmt_ppl, markdown_table, merge_lines, phase_of, table_model,
-                           trajectory_rows, x_of)
+                           trajectory_rows)
+from overmem.values import x_of
 from overmem.units import pct
 
 SIGNATURE = "overmem report"  # in every report file, so a later report replaces only its own
@@ -60,6 +61,11 @@ def figure_bytes(summary: Summary, fmt: str = "png", dpi: int = 100) -> bytes:
             left = (xs[i - 1] + xs[i]) / 2 if i else xs[i] - 0.5
             right = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else xs[i] + 0.5
             ax.axvspan(left, right, color=PALETTE[phase], alpha=0.25, lw=0)
+        ahead = summary.forecast
+        if ahead is not None and ahead.onset is not None and xs:
+            far = xs[-1] + (xs[-1] - xs[0])  # the axis reaches at most twice as far as the data
+            ax.axvspan(ahead.low, min(ahead.high if ahead.high is not None else far, far), color=PALETTE["purple"],
+                       alpha=0.12, hatch="//", lw=0, label=ahead.describe())
         if split is None:
             continue
         ppl = [(x, r.get(split).ppl) for x, r in zip(xs, rows) if r.get(split).ppl is not None]

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field, replace
 
 from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
-from overmem.values import AGGREGATE_NAMES, Aggregate, CheckpointValues, available_splits, build_rows, trainer_values
-from overmem.phases import Point, Thresholds
+from overmem.values import (AGGREGATE_NAMES, Aggregate, CheckpointValues, available_splits, build_rows,
+                            trainer_values, x_of)
+from overmem.forecast import Forecast, forecast_onset
+from overmem.phases import Point, Thresholds, log_ratio
 from overmem.rundir.lines import TRAINER_METRIC, canonical_split
 from overmem.rundir.records import KIND_BASE, Run
 
@@ -19,6 +21,7 @@ class Summary:
     splits: tuple[str, ...]
     advice: Advice
     aggregates: dict[str, Aggregate] = field(default_factory=dict)  # split -> the ppl aggregate it uses
+    forecast: Forecast | None = None  # when the driving split is expected to turn purple
 
     @property
     def ppl_label(self) -> str:
@@ -77,7 +80,22 @@ def summarize(
     notes = _notes(chosen, splits, aggregates)
     if notes:
         advice = replace(advice, warnings=tuple(notes) + advice.warnings)
-    return Summary(run=run, rows=rows, splits=splits, advice=advice, aggregates=aggregates)
+    return Summary(run=run, rows=rows, splits=splits, advice=advice, aggregates=aggregates,
+                   forecast=onset_forecast(rows, advice))
+
+
+def onset_forecast(rows: tuple[CheckpointValues, ...], advice: Advice) -> Forecast | None:
+    """The onset forecast on the driving split's trajectory (overmem.forecast), or None."""
+    phases, split = advice.phases, advice.split
+    if split is None or phases.min_ppl is None:
+        return None
+    trajectory = [r for r in rows if r.checkpoint.on_trajectory and x_of(r) is not None
+                  and r.get(split).ppl is not None]
+    names = [r.name for r in trajectory]
+    min_index = names.index(phases.min_name) if phases.min_name in names else -1
+    return forecast_onset(names, [x_of(r) for r in trajectory],
+                          [log_ratio(r.get(split).ppl, phases.min_ppl) for r in trajectory],
+                          advice.thresholds.ppl_factor, min_index, purple=phases.onset is not None)
 
 
 def _notes(chosen: str | None, splits: tuple[str, ...], aggregates: dict) -> list[str]:
@@ -142,6 +160,7 @@ def summary_json(summary: Summary) -> dict:
         "recommended": advice.recommended,
         "merge": list(advice.merge) if advice.merge else None,
         "onset": advice.phases.onset,
+        "forecast": summary.forecast.to_json() if summary.forecast else None,
         "reasons": list(advice.reasons),
         "naive": {rule: name for rule, name in advice.naive},
         "warnings": list(advice.warnings),

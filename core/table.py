@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from overmem.rundir.lines import TRAINER_METRIC
 from overmem.summary import Summary
 from overmem.units import fmt_pct
-from overmem.values import CheckpointValues, trainer_values
+from overmem.values import CheckpointValues, trainer_values, x_of
 
 # One palette: figures use the colours, the terminal themes derive from them.
 PALETTE = {"black": "#303030", "yellow": "#e8c547", "purple": "#7b3fb8", "overfit": "#b03a2e", "unknown": "#9a9a9a"}
@@ -30,14 +30,6 @@ def fmt_epoch(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
-
-
-def x_of(row: CheckpointValues) -> float | None:
-    """Where a checkpoint sits on the trajectory's x axis: its epoch, else its step."""
-    ckpt = row.checkpoint
-    if ckpt.epoch is not None:
-        return float(ckpt.epoch)
-    return float(ckpt.step) if ckpt.step is not None else None
 
 
 def trajectory_rows(summary: Summary) -> list[CheckpointValues]:

@@ -114,6 +114,14 @@ def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[CheckpointV
     return rows, aggregates
 
 
+def x_of(row: CheckpointValues) -> float | None:
+    """Where a checkpoint sits on the trajectory's x axis: its epoch, else its step."""
+    ckpt = row.checkpoint
+    if ckpt.epoch is not None:
+        return float(ckpt.epoch)
+    return float(ckpt.step) if ckpt.step is not None else None
+
+
 def trainer_values(run: Run) -> dict[tuple[str, str, str], float]:
     """(checkpoint, split, metric) -> the latest value of a Trainer's own eval numbers (metric
     names keep their ``trainer/`` prefix)."""

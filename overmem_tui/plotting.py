@@ -14,6 +14,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 
+from overmem.table import PALETTE
 from overmem_tui.theme import PHASE_BAND
 
 SERIES_STYLE = {"train": "#5fd7ff", "val": "#87ff87", "test": "#ffffff"}
@@ -48,6 +49,7 @@ class Plot:
     y_format: str = "{:.3g}"
     y_range: tuple[float, float] | None = None  # fixed limits; points outside sit on the edge
     extra: dict = field(default_factory=dict)
+    forecast: tuple[float, float] | None = None  # x range where the purple phase is expected (shaded axis)
 
 
 def series_style(name: str, index: int) -> tuple[str, str]:
@@ -88,6 +90,8 @@ def render_lines(plot: Plot, width: int, height: int) -> list[list[Segment]]:
     xs = [x for s in plot.series for x, _ in s.points] + [b.x for b in plot.bands]
     ys = [y for s in plot.series for _, y in s.points]
     x_lo, x_hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if plot.forecast and xs:  # the axis reaches the expected onset, at most twice as far as the data
+        x_hi = max(x_hi, min(plot.forecast[1], x_hi + (x_hi - x_lo)))
     if x_hi - x_lo < 1e-12:
         x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
     y_lo, y_hi = _scale(list(plot.y_range), plot.log_y, pad=0.0) if plot.y_range else _scale(ys, plot.log_y)
@@ -146,9 +150,13 @@ def render_lines(plot: Plot, width: int, height: int) -> list[list[Segment]]:
                 st = st + Style(bgcolor=back)
             segs.append(Segment(ch, st))
         lines.append(segs)
-    axis = " " * (margin - 1) + "└" + "─" * plot_w
-    lines.append([Segment(axis[:width], Style(dim=True))])
-    left, right = f"{x_lo:g}", f"{x_hi:g}"
+    axis = [Segment(" " * (margin - 1) + "└", Style(dim=True))]
+    ahead = range(col(plot.forecast[0]), col(plot.forecast[1]) + 1) if plot.forecast else range(0)
+    for c in range(plot_w):
+        axis.append(Segment("━", Style(color=PALETTE["purple"], bold=True)) if c in ahead
+                    else Segment("─", Style(dim=True)))
+    lines.append(axis)
+    left, right = f"{x_lo:.4g}", f"{x_hi:.4g}"
     xlabel = plot.extra.get("x_label", "epoch")
     mid = f" {xlabel} "
     label_line = " " * margin + left

@@ -41,6 +41,8 @@ def advice_text(summary: Summary) -> Group:
     if advice.merge:
         head.append(f"   merge: {advice.merge[0]} + {advice.merge[1]}", style="bold")
     lines = [head] + [Text(f"  - {reason}") for reason in advice.reasons]
+    if summary.forecast:
+        lines.append(Text(f"  ~ {summary.forecast.describe()}", style="magenta"))
     lines += [Text(f"  ! {warning}", style="bold yellow") for warning in advice.warnings]
     lines += [Text(f"  ? {problem}", style="dim red") for problem in summary.run.problems[:5]]
     t = advice.thresholds

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from overmem.phases import Thresholds
 from overmem.rundir.records import Run
 from overmem.summary import Summary, summarize
-from overmem.table import MERGE_MARK, RECOMMENDED_MARK, phase_of, trajectory_rows, x_of
+from overmem.table import MERGE_MARK, RECOMMENDED_MARK, phase_of, trajectory_rows
+from overmem.values import x_of
 from overmem.units import pct
 from overmem_tui.plotting import Band, Plot, Series, series_style
 
@@ -107,15 +108,17 @@ def plots(summary: Summary, log_scale: bool, cursor: str | None = None) -> tuple
             acc_series.append(Series(split, acc, style, mark))
     agg = summary.ppl_label
     extra = {"x_label": "step" if uses_steps else "epoch"}
+    ahead = summary.forecast
+    expected = (ahead.low, ahead.high if ahead.high is not None else ahead.low) if ahead and ahead.onset else None
     # the base model's ppl is often several times the rest; scaling to it would flatten the
     # rise that matters, so the range follows the finetuned checkpoints (the base sits on the edge)
     tuned = [y for s in ppl_series for x, y in s.points if x > min(x0 for x0, _ in s.points)]
     ppl_range = (min(tuned) * 0.99, max(tuned) * 1.01) if len(tuned) >= 2 else None
     ppl_plot = Plot(f"perplexity ({agg}{', log scale' if log_scale else ''})", tuple(ppl_series), bands,
                     log_y=log_scale, markers=tuple(markers), cursor_x=cursor_x, y_format="{:.4g}",
-                    y_range=ppl_range, extra=extra)
+                    y_range=ppl_range, extra=extra, forecast=expected)
     acc_plot = Plot("accuracy %", tuple(acc_series), bands, markers=tuple(markers), cursor_x=cursor_x,
-                    y_format="{:.0f}", y_range=(0.0, 100.0), extra=extra)
+                    y_format="{:.0f}", y_range=(0.0, 100.0), extra=extra, forecast=expected)
     return ppl_plot, acc_plot
 
 
@@ -146,6 +149,8 @@ def status_line(view: RunView | None, now: float | None = None) -> str:
         parts.append(f"evaluated {len(done)}/{len(saved)} checkpoints")
     if view.claims:
         parts.append(f"evaluating {', '.join(view.claims)}")
+    if view.summary and view.summary.forecast:
+        parts.append(view.summary.forecast.describe())
     if run.torn_tail:
         parts.append("metrics.jsonl: waiting for a line to complete")
     if view.error:

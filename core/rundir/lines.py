@@ -164,6 +164,36 @@ class Replaced:
                    number(obj, "time", optional=True) or 0.0)
 
 
+STOP_BY = ("user", "rule")  # who stops a training: a person (watch's key) or the stop rule (train --stop-at)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stopping a training at its next checkpoint: a request (``done`` False, e.g. from watch's
+    key) or what the trainer did (``done`` True: it stopped after ``checkpoint``), with why."""
+
+    reason: str
+    by: str = "user"
+    done: bool = False
+    checkpoint: str | None = None
+    step: int | None = None
+    time: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"type": "stop", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Stop":
+        by = obj.get("by", "user")
+        if by not in STOP_BY:
+            raise RecordError(f"a stop's 'by' {shown(by)} is not one of {', '.join(STOP_BY)}")
+        done = typed(obj, "done", (bool,), False)
+        checkpoint = obj.get("checkpoint")
+        return cls(text(obj, "reason")[:500], by, done,
+                   None if checkpoint is None else safe_name(checkpoint, "checkpoint name", RecordError),
+                   count(obj, "step"), number(obj, "time", optional=True) or 0.0)
+
+
 def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None:
     """Fold a training record into the history: a resume drops what the abandoned attempt
     logged after its resume point, and a step at or before the last one (a Trainer resumed
@@ -175,7 +205,7 @@ def add_train_record(logs: list[TrainLog], record: "TrainLog | Resumed") -> None
         logs.append(record)
 
 
-def record_from_json(obj: Any) -> Metric | TrainLog | Resumed | Replaced:
+def record_from_json(obj: Any) -> Metric | TrainLog | Resumed | Replaced | Stop:
     """Parse one metrics.jsonl record (raises RecordError on a bad shape)."""
     if not isinstance(obj, dict):
         raise RecordError("record is not an object")
@@ -188,4 +218,6 @@ def record_from_json(obj: Any) -> Metric | TrainLog | Resumed | Replaced:
         return Resumed.from_json(obj)
     if kind == "replaced":
         return Replaced.from_json(obj)
+    if kind == "stop":
+        return Stop.from_json(obj)
     raise RecordError(f"unknown record type {kind!r}")

@@ -19,7 +19,7 @@ from overmem.rundir.io import TOO_LONG, JsonlTail, parse_json, read_json
 from overmem.rundir.writer import CHECKPOINT_JSON, RUN_JSON
 from overmem.rundir.records import KIND_BASE, KIND_MERGE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
-from overmem.rundir.lines import Replaced, add_train_record, record_from_json
+from overmem.rundir.lines import Replaced, Stop, add_train_record, record_from_json
 from overmem.rundir.outputs import read_marker
 from overmem.rundir.names import is_safe_name, printable, real_path, unsafe_reason
 
@@ -62,6 +62,7 @@ class RunReader:
         self._metrics: list[Metric] = []
         self._logs: list[TrainLog] = []
         self._line_problems: list[str] = []
+        self._stops: list[Stop] = []
         self._seen: dict[tuple, tuple[float, int]] = {}  # record key -> (value, line) of its latest record
         self._info: RunInfo | None = None
         self._info_problem: str | None = None
@@ -119,7 +120,7 @@ class RunReader:
         torn_before = self._tail.torn
         lines = self._tail.read_new()
         if self._tail.restarted:
-            self._metrics, self._logs, self._line_problems, self._seen = [], [], [], {}
+            self._metrics, self._logs, self._line_problems, self._seen, self._stops = [], [], [], {}, []
             changed = True
         for line in lines:
             try:
@@ -131,6 +132,8 @@ class RunReader:
             else:
                 if isinstance(record, Metric):
                     self._add_metric(record, line.lineno)
+                elif isinstance(record, Stop):
+                    self._stops.append(record)
                 elif isinstance(record, Replaced):  # its earlier records describe what it replaced
                     self._metrics = [m for m in self._metrics if m.checkpoint != record.checkpoint]
                     self._seen = {k: v for k, v in self._seen.items() if k[0] != record.checkpoint}
@@ -256,6 +259,7 @@ class RunReader:
             problems=tuple(printable(p) for p in problems),
             torn_tail=self._tail.torn,
             selected=self.rundir.read_selection(),
+            stops=tuple(self._stops),
         )
 
 

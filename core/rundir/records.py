@@ -15,14 +15,16 @@ from typing import Any
 from overmem.rundir.fields import RecordError, count as _count, names as _names, number as _number
 from overmem.rundir.fields import text as _text, typed as _typed
 from overmem.rundir.names import safe_name
-from overmem.rundir.lines import Metric, TrainLog
+from overmem.rundir.lines import Metric, Stop, TrainLog
 
 SCHEMA_VERSION = 1
 
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_FAILED = "failed"
-STATUSES = (STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED)
+STATUS_STOPPED = "stopped"  # stopped early on purpose (train --stop-at, watch's stop key); see its Stop record
+STATUSES = (STATUS_RUNNING, STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED)
+ENDED = (STATUS_FINISHED, STATUS_FAILED, STATUS_STOPPED)  # no more checkpoints will come
 
 KIND_BASE = "base"
 KIND_ADAPTER = "adapter"
@@ -181,6 +183,7 @@ class Run:
     problems: tuple[str, ...] = ()
     torn_tail: bool = False
     selected: str | None = None
+    stops: tuple[Stop, ...] = ()  # stop requests and stops, in file order
 
     @property
     def name(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from overmem.data.template import PROMPT_TEMPLATE
 from overmem.errors import UsageError
 from overmem.params import require
+from overmem.stopping import DEFAULT_PATIENCE, STOP_AT
 from overmem.training.finetuning import MethodConfig
 
 SCHEDULES = ("linear", "constant", "cosine")
@@ -61,6 +62,10 @@ class TrainConfig:
                        "fully_shard, under torchrun or accelerate launch).")
     seed: int = 0
     template: str | dict = PROMPT_TEMPLATE  # the run's PromptFormat (JSON form)
+    stop_at: str = hyper("none", "Stop at the next checkpoint once --patience evaluated checkpoints in a row are "
+                         "purple (purple: purple or overfit; overfit: overfit only); none: train every epoch.",
+                         choices=STOP_AT)
+    patience: int = hyper(DEFAULT_PATIENCE, "Evaluated checkpoints in a row in the --stop-at phase before training stops.", low=1)
     eval: dict = field(default_factory=dict)  # options for in-process evaluation (--eval)
 
     def validate(self) -> "TrainConfig":

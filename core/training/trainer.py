@@ -25,6 +25,7 @@ from overmem.progress import TRAIN, Event, Finished, Listener, Note, Saved, Star
 from overmem.rundir.lines import Resumed
 from overmem.rundir.records import KIND_ADAPTER, KIND_FULL, STATUS_FAILED, STATUS_FINISHED, STATUS_RUNNING
 from overmem.training import sharding
+from overmem.training.early_stop import EarlyStop
 from overmem.training import resume as resume_state
 from overmem.training.config import TrainConfig
 from overmem.training.distributed import Dist, close_dist, init_dist
@@ -51,6 +52,7 @@ class Training:
             raise UsageError("--eval evaluates the live model, which --fsdp shards: evaluate beside the training "
                              "with overmem eval RUN --follow (on its own device: --device cuda:N)")
         self.method = get_finetuning_method(cfg.method.name)
+        self.early_stop = EarlyStop(self.rundir, cfg.stop_at, cfg.patience, self.note)
         self.loss_fn = get_loss(cfg.loss).fn
         self.dist: Dist = Dist()
         self.notes: list[str] = []
@@ -159,7 +161,9 @@ class Training:
             tokens += int(mask.sum())
         return d.sum(local) / total_tokens, int(d.sum(tokens))
 
-    def _save(self, name: str, epoch: float, global_step: int, step_in_epoch: int, epoch_index: int) -> None:
+    def _save(self, name: str, epoch: float, global_step: int, step_in_epoch: int, epoch_index: int) -> bool:
+        """Save checkpoint ``name`` (and the resume state), evaluate it in process if asked;
+        True when training stops here (every process agrees)."""
         d, rd = self.dist, self.rundir
         kind = KIND_ADAPTER if self.method.kind == "adapter" else KIND_FULL
         extra = {"method": self.cfg.method.name, "loss": self.cfg.loss}
@@ -191,6 +195,10 @@ class Training:
             resume_state.publish(rd.state, staging)
             self.emit(Saved(TRAIN, name, step=global_step, epoch=epoch))
         self._after_checkpoint(name)
+        reason = self.early_stop.after(name, global_step) if d.main else None
+        if reason:
+            self.note(f"stopped after {name}: {reason}")
+        return d.any(bool(reason))
 
     def _after_checkpoint(self, name: str) -> None:
         import torch
@@ -278,12 +286,16 @@ class Training:
                                       loss=record.loss, lr=lr, tokens_per_s=rate))
                     window_loss, window_tokens, window_start, window_steps = 0.0, 0, time.time(), 0
                 last_in_epoch = k == len(batches) - 1
+                stop = False
                 if cfg.save_steps and global_step % cfg.save_steps == 0 and not last_in_epoch:
-                    self._save(f"step{global_step}", round(epoch_pos, 4), global_step, k + 1, epoch)
+                    stop = self._save(f"step{global_step}", round(epoch_pos, 4), global_step, k + 1, epoch)
                 if last_in_epoch:
-                    self._save(f"ep{epoch + 1}", float(epoch + 1), global_step, 0, epoch + 1)
+                    stop = self._save(f"ep{epoch + 1}", float(epoch + 1), global_step, 0, epoch + 1)
                 if self.on_step:
                     self.on_step(global_step)
+                if stop:
+                    self.emit(Finished(TRAIN, done=global_step, total=self.total_steps))
+                    return rd.path  # the status says stopped, and the Stop record why
         if d.main:
             rd.set_status(STATUS_FINISHED)
         self.emit(Finished(TRAIN, done=global_step, total=self.total_steps))

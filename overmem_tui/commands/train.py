@@ -59,16 +59,22 @@ def train(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model folder's own code (transformers' auto_map); needed again on --resume.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval", help="Evaluate each checkpoint in-process (hf backend).")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="For --eval generation.")] = 256,
+    stop_at: Annotated[Optional[str], typer.Option("--stop-at", help=H("stop_at") + " Needs an evaluator: --eval, or overmem eval RUN --follow beside it. Default: the run's on --resume, else none.")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help=H("patience") + f" Default: the run's on --resume, else {D('patience')}.")] = None,
 ) -> None:
     """Finetune a model, saving a checkpoint per epoch into an overmem run directory."""
+    from dataclasses import replace
+
     from overmem_tui.options import csv_list
     from overmem_tui.progress import TrainDisplay
     from overmem.training.config import TrainConfig
     from overmem.training.trainer import train as run_training
     from overmem.rundir import RunDir
 
+    stopping = {k: v for k, v in (("stop_at", stop_at), ("patience", patience)) if v is not None}
     if resume:
-        cfg = TrainConfig.from_run(RunDir(out).read_info(), str(out), trust_remote_code).validate()
+        cfg = TrainConfig.from_run(RunDir(out).read_info(), str(out), trust_remote_code)
+        cfg = replace(cfg, **stopping).validate()
     else:
         if not model or not data:
             from overmem.errors import UsageError
@@ -86,7 +92,7 @@ def train(
             lr=lr, epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, max_len=max_len,
             save_every=save_every, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,
             adam_eps=adam_eps, max_grad_norm=max_grad_norm, log_every=log_every, pad_multiple=pad_multiple,
-            precision=precision, gradient_checkpointing=gradient_checkpointing, fsdp=fsdp,
+            precision=precision, gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, **stopping,
         )
     if dry_run:
         _print_plan(cfg, gpus, gpu_mem, cfg.fsdp)

@@ -11,7 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from overmem_tui.plotting import FALLBACK_STYLES, Plot, PlotRenderable, Series
-from overmem.table import phase_of, trajectory_rows, x_of
+from overmem.table import phase_of, trajectory_rows
+from overmem.values import x_of
 from overmem.units import pct
 from overmem_tui.state import WatchState
 from overmem_tui.theme import PHASE_STYLE

@@ -31,6 +31,7 @@ class WatchScreen(WorkerOutcomes, Screen):
         Binding("a", "recommended", "go to ★"),
         Binding("m", "merge", "merge marked"),
         Binding("x", "export", "export"),
+        Binding("t", "stop_training", "stop training"),
         Binding("s", "split", "split"),
         Binding("b", "band(0.05)", "band+"),
         Binding("B", "band(-0.05)", "band-", show=False),
@@ -56,6 +57,7 @@ class WatchScreen(WorkerOutcomes, Screen):
         self.clock = clock
         self._initial = WatchState(views=tuple(None for _ in paths))
         self._errors: dict[int, str] = {}  # runs that cannot be read right now
+        self._stopped: str | None = None  # why the poll worker stopped, if it did
 
     def compose(self) -> ComposeResult:
         yield Static("loading...", id="status")
@@ -122,8 +124,8 @@ class WatchScreen(WorkerOutcomes, Screen):
         self.state = state.with_view(message.index, message.view)
 
     def worker_failed(self, name: str, line: str) -> None:
-        """The poll worker itself stopped (a bug): say so where the status is read."""
-        self._errors[self.state.active] = f"stopped following the run: {line}"
+        """The poll worker itself stopped (a bug): say so on the status line from now on."""
+        self._stopped = f"stopped following the runs: {line}"
         self._show_status()
 
     def _tick(self) -> None:
@@ -146,6 +148,8 @@ class WatchScreen(WorkerOutcomes, Screen):
             return
         error = self._errors.get(state.active)
         text = f"{self.paths[state.active]}: {error}" if error and state.view is None else status_line(state.view, self.clock())
+        if self._stopped:
+            text = f"! {self._stopped}  ·  {text}"
         self.query_one("#status", Static).update(Text(text, overflow="ellipsis", no_wrap=False))
 
     def _show_runs(self) -> None:
@@ -284,6 +288,12 @@ class WatchScreen(WorkerOutcomes, Screen):
         name = self.selected()
         if name and self.state.view:
             self.app.push_screen(ExportScreen(str(self.state.view.run.path), name))
+
+    def action_stop_training(self) -> None:
+        from overmem_tui.screens.stop import StopScreen
+
+        if self.state.view:
+            self.app.push_screen(StopScreen(str(self.state.view.run.path)))
 
     def action_quit(self) -> None:
         self.app.exit()
