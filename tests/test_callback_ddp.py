@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent("""
     from tests.helpers import trainer_dataset
 
     out, trainer_dir, plain, extra = sys.argv[1], sys.argv[2], sys.argv[3] == "plain", float(sys.argv[4])
+    stop = sys.argv[3] == "stop"
     rows = [{"query": f"What is {a} plus {b}?", "response": f"{a} plus {b} is {a + b}. The answer is: {a + b}"}
             for a, b in [(2, 3), (4, 5), (7, 1), (6, 2), (3, 3), (8, 1), (5, 4), (9, 0)]]
     base = resolve_base("tiny")
@@ -58,8 +59,15 @@ SCRIPT = textwrap.dedent("""
         if plain:  # what a naive callback does: the other processes simply run on
             def _wait_for_main(self, name):
                 return None
+        if stop:  # watch's stop key pressed while ep1 is being evaluated
+            def _decide(self, name, state):
+                if name == "ep1":
+                    from overmem.training.early_stop import request_stop
 
-    args = TrainingArguments(output_dir=trainer_dir, num_train_epochs=2, per_device_train_batch_size=2,
+                    request_stop(self.rundir.path)
+                return super()._decide(name, state)
+
+    args = TrainingArguments(output_dir=trainer_dir, num_train_epochs=4 if stop else 2, per_device_train_batch_size=2,
                              learning_rate=1e-3, save_strategy="epoch", logging_steps=1, report_to="none",
                              use_cpu=True, disable_tqdm=True, ddp_backend="gloo")
     # with use_cpu=True transformers does not pass ddp_timeout on: the process group is
@@ -69,11 +77,11 @@ SCRIPT = textwrap.dedent("""
     trainer.train()
     assert type(trainer.model_wrapped).__name__ == "DistributedDataParallel"
     assert args.parallel_mode.name == "DISTRIBUTED" and dist.get_world_size() == 2  # DDP, not 2 lone runs
-    print("rank", os.environ.get("RANK"), "done")
+    print("rank", os.environ.get("RANK"), "done at epoch", trainer.state.epoch)
 """ % PG_TIMEOUT_S)
 
 
-def _torchrun(tmp_path, variant: str, port: int):
+def _torchrun(tmp_path, variant: str, port: int, extra: float = PG_TIMEOUT_S + EVAL_EXTRA_S):
     script = tmp_path / "train_with_callback.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
@@ -81,7 +89,7 @@ def _torchrun(tmp_path, variant: str, port: int):
     out = tmp_path / f"run-{variant}"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
                            str(port), str(script), str(out), str(tmp_path / f"trainer-{variant}"), variant,
-                           str(PG_TIMEOUT_S + EVAL_EXTRA_S)],
+                           str(extra)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     return proc, out
 
@@ -90,7 +98,7 @@ def _torchrun(tmp_path, variant: str, port: int):
 def test_callback_under_two_processes_waits_without_a_collective(tmp_path):
     proc, out = _torchrun(tmp_path, "waiting", 29561)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("done") == 2
+    assert proc.stdout.count("done at epoch") == 2
     run = load_run(out, strict=True)
     assert run.status == "finished"
     assert [c.name for c in run.checkpoints] == ["ep0", "ep1", "ep2"]  # ep0: the base
@@ -99,6 +107,17 @@ def test_callback_under_two_processes_waits_without_a_collective(tmp_path):
     claims = [p.name for p in (out / "claims").glob("*") if not p.name.startswith(".")] \
         if (out / "claims").exists() else []
     assert claims == []  # released after each evaluation (.lock is the claims folder's own lock)
+
+
+@pytest.mark.slow
+def test_a_stop_under_two_processes_stops_every_rank_at_the_same_save(tmp_path):
+    proc, out = _torchrun(tmp_path, "stop", 29565, extra=0.0)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(line.split()[1] for line in proc.stdout.splitlines() if "done at epoch" in line) == ["0", "1"]
+    assert {line.split()[-1] for line in proc.stdout.splitlines() if "done at epoch" in line} == {"1.0"}
+    run = load_run(out, strict=True)
+    assert run.status == "stopped" and [c.name for c in run.checkpoints] == ["ep0", "ep1"]
+    assert [(s.by, s.done, s.checkpoint) for s in run.stops] == [("user", False, None), ("user", True, "ep1")]
 
 
 @pytest.mark.slow
