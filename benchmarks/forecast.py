@@ -27,12 +27,16 @@ POINTS = ("+1", "+2", "+3", "+5", "r1.15")
 
 
 def _prefix(run, names: set[str]):
-    return replace(run, checkpoints=tuple(c for c in run.checkpoints if c.name in names),
-                   metrics=tuple(m for m in run.metrics if m.checkpoint in names))
+    """The run as it was when its checkpoint ``names`` were all evaluated (training logs up to the
+    last of them: the forecast sees nothing of the future)."""
+    kept = tuple(c for c in run.checkpoints if c.name in names)
+    step = max((c.step or 0) for c in kept)
+    return replace(run, checkpoints=kept, metrics=tuple(m for m in run.metrics if m.checkpoint in names),
+                   train_logs=tuple(t for t in run.train_logs if t.step <= step))
 
 
 def _epoch(x: float | None) -> float:
-    return math.inf if x is None else math.ceil(x - 1e-9)
+    return math.inf if x is None or not math.isfinite(x) else math.ceil(x - 1e-9)
 
 
 def backtest(path: Path) -> dict:
@@ -65,12 +69,14 @@ def backtest(path: Path) -> dict:
             continue
         predicted = _epoch(forecast.onset)
         low, high = _epoch(forecast.low), _epoch(forecast.high)
-        if actual is None:
-            error, covered = None, predicted > last
+        if actual is None:  # never purple: the interval holds it when it reaches past the run's end
+            error, covered = None, high > last
+        elif not math.isfinite(predicted):
+            error, covered = math.inf, low <= actual <= high
         else:
             error, covered = abs(predicted - actual), low <= actual <= high
         out["points"][point] = {"at": at, "forecast": forecast, "predicted": predicted, "low": low, "high": high,
-                                "error": error, "covered": covered}
+                                "error": error, "covered": covered, "last": last}
     return out
 
 
@@ -80,8 +86,10 @@ def _cell(p) -> str:
     if p["forecast"] is None:
         return f"{p['at']}: none"
     span = f"{p['low']:g}-{p['high']:g}" if math.isfinite(p["high"]) else f"{p['low']:g}-never"
-    err = f"err {p['error']:g}" if p["error"] is not None else ("beyond" if p["covered"] else "wrong")
-    return f"{p['at']}: ep{p['predicted']:g} [{span}] {err}{' ok' if p['covered'] else ' MISS'}"
+    err = f"err {p['error']:g}" if p["error"] is not None else \
+        ("beyond" if p["predicted"] > p["last"] else "too early")
+    when = f"ep{p['predicted']:g}" if math.isfinite(p["predicted"]) else "after the end"
+    return f"{p['at']}: {when} [{span}] {err}{' ok' if p['covered'] else ' MISS'}"
 
 
 def main() -> int:
@@ -95,14 +103,15 @@ def main() -> int:
         actual = f"ep{r['actual']:g}" if r["actual"] is not None else f"never (to ep{r['last']:g})"
         print(f"| {r['run']} | {r['min']} | {actual} | " + " | ".join(_cell(r["points"][p]) for p in POINTS) + " |")
     print()
-    print("| point | forecasts | mean abs error (epochs, purple runs) | interval coverage |")
-    print("|---|---|---|---|")
+    print("| point | forecasts | mean abs error (epochs, purple runs) | interval coverage | never-purple runs forecast beyond their end |")
+    print("|---|---|---|---|---|")
     for point in POINTS:
         made = [r["points"][point] for r in results if r["points"][point] and r["points"][point]["forecast"]]
-        errors = [p["error"] for p in made if p["error"] is not None]
+        errors = [min(p["error"], 30) for p in made if p["error"] is not None]  # "never" for a purple run: 30
         mae = f"{sum(errors) / len(errors):.2f}" if errors else "-"
         coverage = f"{sum(p['covered'] for p in made)}/{len(made)}" if made else "-"
-        print(f"| {point} | {len(made)} | {mae} | {coverage} |")
+        never = [p["predicted"] > p["last"] for p in made if p["error"] is None]
+        print(f"| {point} | {len(made)} | {mae} | {coverage} | {sum(never)}/{len(never)} |")
     return 0
 
 

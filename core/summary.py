@@ -8,7 +8,7 @@ from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
 from overmem.values import (AGGREGATE_NAMES, Aggregate, CheckpointValues, available_splits, build_rows,
                             trainer_values, x_of)
-from overmem.forecast import Forecast, forecast_onset
+from overmem.forecast import Forecast, forecast_onset, schedule_from_logs
 from overmem.phases import Point, Thresholds, log_ratio
 from overmem.rundir.lines import TRAINER_METRIC, canonical_split
 from overmem.rundir.records import KIND_BASE, Run
@@ -81,10 +81,10 @@ def summarize(
     if notes:
         advice = replace(advice, warnings=tuple(notes) + advice.warnings)
     return Summary(run=run, rows=rows, splits=splits, advice=advice, aggregates=aggregates,
-                   forecast=onset_forecast(rows, advice))
+                   forecast=onset_forecast(run, rows, advice))
 
 
-def onset_forecast(rows: tuple[CheckpointValues, ...], advice: Advice) -> Forecast | None:
+def onset_forecast(run: Run, rows: tuple[CheckpointValues, ...], advice: Advice) -> Forecast | None:
     """The onset forecast on the driving split's trajectory (overmem.forecast), or None."""
     phases, split = advice.phases, advice.split
     if split is None or phases.min_ppl is None:
@@ -93,9 +93,12 @@ def onset_forecast(rows: tuple[CheckpointValues, ...], advice: Advice) -> Foreca
                   and r.get(split).ppl is not None]
     names = [r.name for r in trajectory]
     min_index = names.index(phases.min_name) if phases.min_name in names else -1
+    logs = run.train_logs
+    schedule = schedule_from_logs([(t.step, t.epoch, t.lr) for t in logs], logs[-1].total_steps) if logs else None
     return forecast_onset(names, [x_of(r) for r in trajectory],
                           [log_ratio(r.get(split).ppl, phases.min_ppl) for r in trajectory],
-                          advice.thresholds.ppl_factor, min_index, purple=phases.onset is not None)
+                          advice.thresholds.ppl_factor, min_index, purple=phases.onset is not None,
+                          schedule=schedule)
 
 
 def _notes(chosen: str | None, splits: tuple[str, ...], aggregates: dict) -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from overmem.errors import UsageError
-from overmem.forecast import forecast_onset
+from overmem.forecast import forecast_onset, schedule_from_logs
 from overmem.rundir import RunDir, load_run
 from overmem.rundir.lines import Stop
 from overmem.stopping import check_stop_rule, pending_request, rule_reason, stop_reason
@@ -43,6 +43,24 @@ def test_a_flat_or_falling_series_expects_no_onset():
     assert f.onset is None and f.high is None and "not rising" in f.describe()
 
 
+def _linear_decay(epochs: int, steps_per_epoch: int = 10, lr: float = 1e-3):
+    """Training records of a linear schedule from ``lr`` to 0 over ``epochs``, up to epoch 8."""
+    total = epochs * steps_per_epoch
+    logs = [(s, s / steps_per_epoch, lr * (1 - s / total)) for s in range(5, 8 * steps_per_epoch + 1, 5)]
+    return schedule_from_logs(logs, total)
+
+
+def test_a_decaying_schedule_moves_the_onset_later_or_past_the_end():
+    names, xs, ratios = _series([1.0, 1.03, 1.06, 1.1, 1.15, 1.2])  # ep3..ep8, steady in epochs
+    plain = forecast_onset(names, xs, ratios, 1.5, 0, purple=False)
+    long = forecast_onset(names, xs, ratios, 1.5, 0, purple=False, schedule=_linear_decay(40))
+    short = forecast_onset(names, xs, ratios, 1.5, 0, purple=False, schedule=_linear_decay(10))
+    assert plain.onset < long.onset < 40  # the rise slows as the learning rate decays
+    assert short.onset == math.inf and not short.to_json()["before_end"]
+    assert "before the training ends (ep10)" in short.describe()
+    assert _linear_decay(10).epoch_of(_linear_decay(10).at(10) * 1.01) == math.inf
+
+
 def test_noisy_early_points_widen_the_interval():
     names, xs, ratios = _series([1.0, 1.08, 1.02, 1.12, 1.06])
     wide = forecast_onset(names, xs, ratios, 1.5, 0, purple=False)
@@ -59,7 +77,8 @@ def test_the_paper_series_before_its_onset_forecasts_it(paper_run):
     f = summary.forecast
     assert math.ceil(f.low) <= 7 <= math.ceil(f.high)  # the full run turns purple at ep7
     assert summary_json(summary)["forecast"] == f.to_json()
-    assert set(f.to_json()) == {"onset_epoch", "low", "high", "from", "method"}
+    assert set(f.to_json()) == {"onset_epoch", "low", "high", "from", "method", "before_end"}
+    assert f.to_json()["before_end"] is True
     assert f.to_json()["from"] == ["ep3", "ep4", "ep5", "ep6"]
 
 
