@@ -87,3 +87,37 @@ async def test_watch_key_on_a_finished_run_says_why_in_the_dialog(paper_run):
         await pilot.click("#go")
         await settle(pilot, lambda: "not training" in str(app.screen.query_one("#status").render()))
     assert load_run(paper_run).stops == ()
+
+
+def test_the_stop_rule_stops_the_trainer_once_patience_checkpoints_are_purple(tmp_path):
+    """The trainer reads the run's evaluations at each checkpoint (here recorded by hand, as an
+    evaluator beside it would) and stops at the first boundary where the rule holds."""
+    from overmem.rundir import Metric
+
+    values = {"ep0": (9.0, 0.10), "ep1": (3.0, 0.80), "ep2": (3.2, 0.81), "ep3": (6.0, 0.80), "ep4": (7.0, 0.80)}
+    cfg = tiny_cfg(tmp_path / "run", epochs=5, stop_at="purple", patience=2)
+
+    def evaluate(training, name):
+        ppl, acc = values[name]
+        training.rundir.append([Metric(name, "val", "ppl", ppl, "mean", 100), Metric(name, "val", "acc", acc, "mean", 100)])
+
+    train(cfg, after_checkpoint=evaluate)
+    run = load_run(cfg.out)
+    assert run.status == "stopped"
+    assert [c.name for c in run.checkpoints if c.trained] == ["ep1", "ep2", "ep3", "ep4"]
+    stop = last_stop(run)
+    assert (stop.by, stop.checkpoint) == ("rule", "ep4") and "ep3, ep4" in stop.reason
+    assert run.info.hyperparameters["stop_at"] == "purple" and run.info.hyperparameters["patience"] == 2
+
+
+@pytest.mark.parametrize("args, says", [(["--stop-at", "sometimes"], "--stop-at"), (["--patience", "0"], "--patience"),
+                                        (["--patience", "-2"], "--patience")])
+def test_bad_stop_options_are_one_line(tmp_path, args, says):
+    from tests.helpers import run_cli
+
+    done = run_cli("train", "--model", "tiny", "--data", "synthetic-math", "--out", str(tmp_path / "run"),
+                   "--epochs", "1", "--train-size", "8", *args)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
