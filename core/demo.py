@@ -98,12 +98,17 @@ def _previous_demo(out: Path) -> bool:
 
 
 def train_config(settings: DemoSettings, run_dir: Path, lr: float):
+    """The demo's training. With a stop rule it evaluates each checkpoint in process, before the
+    next epoch (train --eval): an evaluator beside it lags behind the tiny model's fast epochs,
+    and the rule can only stop at the evaluations it has."""
+    stopping = settings.stop_at != "none"
     return build_config(
         model="tiny",
         data=DataOptions("synthetic-math", train_size=settings.train_size, eval_size=settings.eval_size),
         out=str(run_dir), method=settings.method, loss=settings.loss, seed=settings.seed, lr=lr, epochs=settings.epochs,
         batch_size=settings.batch_size, micro_batch_size=settings.batch_size, max_len=256, schedule="linear",
         warmup_steps=0, stop_at=settings.stop_at, patience=settings.patience,
+        eval_options=_eval_options(settings) if stopping else None,
     )
 
 

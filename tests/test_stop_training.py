@@ -121,3 +121,17 @@ def test_bad_stop_options_are_one_line(tmp_path, args, says):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_trainer_that_cannot_read_its_run_keeps_training_and_says_so_once(tmp_path, monkeypatch):
+    from overmem.training import early_stop
+
+    notes = []
+    stopper = early_stop.EarlyStop(RunDir(tmp_path), "purple", 2, notes.append)
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(early_stop, "load_run", unreadable)
+    assert stopper.after("ep1", 10) is None and stopper.after("ep2", 20) is None
+    assert len(notes) == 1 and "Permission denied" in notes[0] and "training goes on" in notes[0]

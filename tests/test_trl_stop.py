@@ -71,5 +71,6 @@ def test_trl_run_stops_itself_after_turning_purple(tmp_path):
                                                    ["overfit", "purple"], ["overfit", "overfit"])
     # never before the checkpoint to keep: the recommendation is saved and not over-memorized
     assert summary.advice.recommended in trained and phases[summary.advice.recommended] == "yellow"
-    state = json.loads(sorted((tmp_path / "out").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    last = max((tmp_path / "out").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
     assert state["epoch"] == trainer.state.epoch < EPOCHS

@@ -17,7 +17,13 @@ from overmem.training.trainer import train
 def main(argv: list[str]) -> int:
     obj = json.loads(open(argv[0]).read())
     obj["method"] = MethodConfig(**{**obj["method"], "targets": tuple(obj["method"].get("targets") or ())})
-    train(TrainConfig(**obj), resume="--resume" in argv)
+    cfg = TrainConfig(**obj)
+    after = None
+    if cfg.eval:  # the config asks for in-process evaluation (train --eval)
+        from overmem.evaluation.inprocess import EvaluateAfterCheckpoint
+
+        after = EvaluateAfterCheckpoint()
+    train(cfg, resume="--resume" in argv, after_checkpoint=after)
     return 0
 
 

@@ -254,6 +254,9 @@ class Training:
             # the base model is epoch 0: curves start where finetuning starts
             self._after_checkpoint(BASE_CHECKPOINT)
         self.model.train()
+        if cfg.stop_at != "none" and self.after_checkpoint is None:
+            self.note(f"--stop-at {cfg.stop_at}: stops on the evaluations recorded in the run; evaluate beside it "
+                      f"with overmem eval {rd.path} --follow (or train with --eval)")
         self.emit(Started(TRAIN, done=global_step, total=self.total_steps,
                           text=f"{describe(cfg.method)} loss={cfg.loss} examples={len(self.examples)} "
                                   f"processes={d.world}"))
