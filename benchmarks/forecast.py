@@ -85,7 +85,8 @@ def _cell(p) -> str:
         return "-"
     if p["forecast"] is None:
         return f"{p['at']}: none"
-    span = f"{p['low']:g}-{p['high']:g}" if math.isfinite(p["high"]) else f"{p['low']:g}-never"
+    low = f"{p['low']:g}" if math.isfinite(p["low"]) else "after the end"
+    span = f"{low}-{p['high']:g}" if math.isfinite(p["high"]) else (f"{low}-never" if math.isfinite(p["low"]) else low)
     err = f"err {p['error']:g}" if p["error"] is not None else \
         ("beyond" if p["predicted"] > p["last"] else "too early")
     when = f"ep{p['predicted']:g}" if math.isfinite(p["predicted"]) else "after the end"
