@@ -14,7 +14,9 @@ Several processes (DDP, FSDP, DeepSpeed): only the main process writes and evalu
 on the checkpoint it saved (a fresh model from disk, never the sharded live one);
 the other processes wait for it by polling its claim file, not in a collective,
 so no NCCL timeout fires however long the evaluation takes, and they stop waiting
-with an error if its heartbeat stops.
+with an error if its heartbeat stops. With ``stop_at`` (and for a stop asked from
+watch) the main process decides at each save as overmem's trainer does
+(overmem.training.early_stop) and every process stops at that same save.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class OvermemCallback(TrainerCallback):
         self.answer_format = answer_format
         self.base_model = base_model
         self._evaluator = None
+        self._early_stop = None
 
     # -- helpers -----------------------------------------------------------------
     def _base(self, model) -> dict:
@@ -117,7 +120,10 @@ class OvermemCallback(TrainerCallback):
 
     # -- Trainer events ------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero or self.rundir.exists():
+        if not state.is_world_process_zero:
+            return
+        if self.rundir.exists():  # resumed: it trains again (a stopped run too, on purpose)
+            self.rundir.set_status(STATUS_RUNNING)
             return
         data = {"splits": {name: _rows_file(self.rundir, name, rows, self.answer_format)
                            for name, rows in self.splits.items()},
@@ -164,20 +170,15 @@ class OvermemCallback(TrainerCallback):
 
     def _decide(self, name: str, state) -> str | None:
         """The main process: whether the training stops after checkpoint ``name`` (the stop rule,
-        or a request from watch); the stop is recorded in the run with its reason."""
+        or a request from watch), decided and recorded as overmem's own trainer does."""
         if not self.rundir.exists():
             return None
-        from overmem.rundir import load_run
-        from overmem.rundir.lines import Stop
-        from overmem.stopping import stop_reason
-        from overmem.summary import summarize
+        from overmem.training.early_stop import EarlyStop
 
-        decision = stop_reason(summarize(load_run(self.rundir.path)), self.stop_at, self.patience)
-        if decision is None:
-            return None
-        by, reason = decision
-        self.rundir.append([Stop(reason, by, done=True, checkpoint=name, step=state.global_step, time=time.time())])
-        return reason
+        if self._early_stop is None:
+            self._early_stop = EarlyStop(self.rundir, self.stop_at, self.patience,
+                                         lambda text: logger.warning("overmem: %s", text))
+        return self._early_stop.after(name, state.global_step)
 
     def _save(self, name: str, args, state, model) -> None:
         if not self.rundir.exists():

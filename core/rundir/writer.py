@@ -9,8 +9,10 @@ This docstring is the one description of the tree (the README points here)::
       metrics.jsonl            append-only records (lines.py): {"type":"metric", checkpoint, split,
                                metric, aggregate, value, n, time[, probe][, replaces]},
                                {"type":"train", step, epoch, loss, lr, ...}, {"type":"resume",
-                               step, checkpoint} and {"type":"replaced", checkpoint} (a merge
-                               made again: earlier records are the old one's); lines are written
+                               step, checkpoint}, {"type":"replaced", checkpoint} (a merge
+                               made again: earlier records are the old one's) and {"type":"stop",
+                               reason, by, done[, checkpoint, step]} (a stop asked for, or carried
+                               out: run.json's status is then "stopped"); lines are written
                                whole, under a lock, and a line torn by a writer that died is
                                cut before the next one
       checkpoints/<name>/      ep3, step1200, merge-ep3+ep10 ... each with checkpoint.json
