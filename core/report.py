@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
@@ -153,27 +152,16 @@ def markdown(summary: Summary, figure: str | None = None) -> str:
 
 
 def html_report(summary: Summary) -> str:
+    """The Markdown report rendered to one self-contained HTML page (the figure inlined as a
+    PNG data URI). Raw HTML in the Markdown is escaped, not passed through: run names,
+    model ids and reasons come from files."""
+    from markdown_it import MarkdownIt  # deferred: only the HTML report needs it
+
     png = base64.b64encode(figure_bytes(summary, "png")).decode()
-    body = []
-    for line in markdown(summary).splitlines():
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1><img alt='figure' src='data:image/png;base64,{png}'>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("|---") or line.startswith("|---|"):
-            continue
-        elif line.startswith("| "):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            body.append("<tr>" + "".join(f"<td>{html.escape(c.replace('**', ''))}</td>" for c in cells) + "</tr>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:].replace('**', ''))}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    text = "\n".join(body).replace("</h2>\n<tr>", "</h2>\n<table><tr>")
-    text = text.replace("</tr>\n<h2>", "</tr></table>\n<h2>").replace("</tr>\n<li>", "</tr></table>\n<li>")
-    if text.rstrip().endswith("</tr>"):
-        text += "</table>"
-    style = "body{font-family:sans-serif;max-width:1000px;margin:auto}td{padding:2px 8px;border-bottom:1px solid #ddd}"
+    renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
+    text = renderer.render(markdown(summary, f"data:image/png;base64,{png}"))
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
+             "th,td{padding:2px 8px;border-bottom:1px solid #ddd}th{text-align:left}")
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{text}</body></html>"
 
 

@@ -176,6 +176,39 @@ def test_agreement_with_lm_evaluation_harness_gsm8k(text, gold, verdict, why):
         assert ours != strict or ours != flexible  # a documented difference, explained in `why`
 
 
+# The number right after "####", not the rest of its line (issue 22): a checkpoint wrote
+# the gsm8k answer line below, its final answer being the 12 before "+ 12 = 24".
+# (generation, gold, overmem's extraction, overmem's verdict, strict-match's verdict)
+NUMBER_AFTER_MARKER = [
+    ("She has 8 + 4 = 12 stickers.\n#### 12 + 12 = 24 stickers", "12", "12", True, True),
+    ("She has 8 + 4 = 12 stickers.\n#### 12 + 12 = 24 stickers", "24", "12", False, False),
+    ("#### 1,234 dollars", "1234", "1,234", True, True),
+    ("#### -3.5", "-3.5", "-3.5", True, True),
+    ("#### 12, since 6 x 2 = 12", "12", "12", True, True),
+    ("#### 7. Check: 3 + 4 = 7", "7", "7", True, True),
+    ("#### 18 apples, not 20", "20", "18", False, False),
+    # the one difference: strict-match needs a digit or "-" right after "#### "
+    ("#### $12", "12", "$12", True, False),
+]
+
+
+@pytest.mark.parametrize("text,gold,extracted,verdict,strict", NUMBER_AFTER_MARKER)
+def test_gsm8k_reads_the_number_after_the_marker(text, gold, extracted, verdict, strict):
+    found = extract_answer(text, ["gsm8k"], fallback=False)
+    assert found == extracted
+    assert answers_match(found, gold) is verdict
+    assert (_strict(text) == gold) is strict
+
+
+def test_gsm8k_number_keeps_its_sign_and_currency_without_spaces():
+    assert extract_answer("#### $ -3 left", ["gsm8k"], fallback=False) == "$-3"
+    assert answers_match("$-3", "-3")
+    assert extract_answer("#### \u22125 degrees", ["gsm8k"], fallback=False) == "\u22125"
+    assert extract_answer("#### .5 of it", ["gsm8k"], fallback=False) == ".5"
+    # a comma ends the number unless digits follow it
+    assert extract_answer("#### 1,2 and 3", ["gsm8k"], fallback=False) == "1,2"
+
+
 def test_grading_works_off_the_main_thread():
     """math-verify's timeout uses signals; the TUI and the demo grade in worker threads."""
     out = []

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from overmem.data import synthetic
-from overmem.data.loaders import DataSource, SplitSpec, load_rows, resolve_source, select
+from overmem.data.loaders import DataSource, SplitSpec, load_rows, preset_test_source, resolve_source, select
 from overmem.errors import DataError
 from overmem.training.setup import DataOptions, build_data
 
@@ -40,8 +40,6 @@ def test_pretraining_format_never_shows_the_finetuning_format():
 
 
 def test_finetuning_wording_is_narrower_than_pretraining():
-    import random
-
     def words(style):
         out = set()
         for i in range(300):
@@ -111,6 +109,44 @@ def test_hub_ids_resolve_without_loading():
     source = resolve_source("gsm8k")
     assert (source.kind, source.ref, source.hub_config, source.hub_split) == ("hub", "openai/gsm8k", "main", "test")
     assert resolve_source("meta-math/MetaMathQA", preset="metamathqa").answer_format == "metamath"
+
+
+def test_gsm8k_trains_on_its_train_split_and_evaluates_on_its_test_split():
+    train = resolve_source("gsm8k", role="train")
+    assert (train.kind, train.ref, train.hub_config, train.hub_split) == ("hub", "openai/gsm8k", "main", "train")
+    test = preset_test_source(train)
+    assert (test.kind, test.ref, test.hub_config, test.hub_split) == ("hub", "openai/gsm8k", "main", "test")
+    assert (test.prompt_field, test.response_field, test.answer_format) == ("question", "answer", "gsm8k")
+    # MetaMathQA has no test split of its own: the paper tests it on GSM8K's
+    assert preset_test_source(resolve_source("metamathqa", role="train")) == test
+    # training on the test split brings no test set (it would test on what it trains on)
+    assert preset_test_source(resolve_source("gsm8k", hub_split="test")) is None
+    assert preset_test_source(resolve_source("someone/else")) is None
+    with pytest.raises(ValueError, match="role"):
+        resolve_source("gsm8k", role="test")
+
+
+@pytest.mark.parametrize("data,test_ref", [("gsm8k", "openai/gsm8k"), ("metamathqa", "openai/gsm8k")])
+def test_the_train_command_splits_a_hub_preset_without_loading(monkeypatch, data, test_ref):
+    """What `overmem train --data gsm8k` records: train and val from the train split, test
+    from the test split (the hub is out of reach here: its row count is stubbed)."""
+    import overmem.training.setup as setup
+
+    monkeypatch.setattr(setup, "count_rows", lambda source: 7473)
+    monkeypatch.setattr(setup, "pin_revision", lambda source: source)
+    recorded = build_data(DataOptions(data), seed=3)
+    fit, splits = SplitSpec.from_json(recorded["fit"]), {k: SplitSpec.from_json(v) for k, v in recorded["splits"].items()}
+    assert fit.source.hub_split == "train" and (fit.start, fit.count) == (0, 7473 - 1319)
+    assert splits["train"].source.hub_split == "train" and splits["train"].sample == 1319
+    assert splits["val"].source.hub_split == "train" and (splits["val"].start, splits["val"].count) == (7473 - 1319, 1319)
+    assert (splits["test"].source.ref, splits["test"].source.hub_split) == (test_ref, "test")
+    assert (splits["test"].start, splits["test"].count, splits["test"].sample) == (0, None, 1319)
+
+
+def test_a_local_file_with_a_preset_brings_no_test_set(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n" for i in range(10)))
+    assert "test" not in build_data(DataOptions(str(path), preset="gsm8k", eval_size=4), seed=0)["splits"]
 
 
 def test_encoding_masks_the_prompt_and_pads_to_a_multiple():

@@ -2,9 +2,11 @@
 
 Extraction is anchored to each format's marker:
 
-- ``gsm8k``: the last line that starts with ``####`` and goes on with a number
-  (``#### 18``, ``#### $1,234.50``); a Markdown header such as ``#### Step 2: ...``
-  is not an answer.
+- ``gsm8k``: the number right after the ``####`` of the last line that starts with
+  ``####`` and goes on with a number (``#### 18``, ``#### $1,234.50``); whatever follows
+  that number (``#### 12 + 12 = 24 stickers`` reads 12, ``#### 1,234 dollars`` reads
+  1,234) is not part of it, as in lm-evaluation-harness's strict-match. A Markdown
+  header such as ``#### Step 2: ...`` is not an answer.
 - ``metamath``: the text after the last ``The answer is:`` to the end of its line,
   as MetaMath's own evaluation takes it.
 - ``boxed``: the contents of the last ``\\boxed{...}`` (nested braces kept).
@@ -22,6 +24,9 @@ strict-match takes the FIRST ``#### n`` anywhere in a line; overmem takes the la
 that starts a line (a model may restate a draft answer before its final one). Its
 flexible-extract takes the last number of the whole text; overmem takes a number
 only after its marker, so ``#### It is not 18`` is wrong here and right there.
+strict-match's number is ``-?[0-9.,]+`` right after ``#### ``; overmem also reads a
+currency sign, a ``+`` or Unicode minus and spaces before it (``#### $12`` counts as 12 here
+and nothing there), and a comma only between digits (``#### 12, so`` reads 12 in both).
 """
 
 from __future__ import annotations
@@ -35,18 +40,23 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 # a plain number: thousands separators only in groups of three
 _PLAIN = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\.\d+$")
 _GSM8K_LINE = re.compile(r"^[ \t]*####[ \t]*(.*)$", re.MULTILINE)
-_GSM8K_ANSWER = re.compile(r"^\$?\s*[-+−]?\s*\$?\s*(?:\d|\.\d)")
+# The number that opens a gsm8k answer line and nothing after it: lm-eval's strict-match
+# reads "-?[0-9.,]+" there, so "#### 12 + 12 = 24" is 12, not the equation.
+_GSM8K_ANSWER = re.compile(r"^\$?\s*[-+−]?\s*\$?\s*(?:\d+(?:,\d+)*(?:\.\d+)?|\.\d+)")
 _SYNTHETIC = re.compile(r"####\s*The result is\s*(-?\d+(?:\.\d+)?)")
 _UNIT_WORDS = re.compile(r"^(.*?\d)(?:\s+[A-Za-z][A-Za-z.]*)+$")
 
 
 def _gsm8k(text: str) -> str | None:
+    """The number (with its sign and currency sign) opening the last ``####`` line that
+    opens with one; None when no such line exists. Spaces inside it are dropped, so
+    ``#### $ -3`` reads ``$-3``, which grading understands."""
     found = None
     for match in _GSM8K_LINE.finditer(text):
-        rest = match.group(1).strip()
-        if _GSM8K_ANSWER.match(rest):
-            found = rest
-    return found.rstrip(". ").strip() or None if found else None
+        number = _GSM8K_ANSWER.match(match.group(1).strip())
+        if number:
+            found = number.group(0)
+    return re.sub(r"\s+", "", found) if found else None
 
 
 def _after_marker(marker: str) -> Callable[[str], str | None]:

@@ -20,7 +20,8 @@ from overmem.data.layouts import detect_layout, normalize_record
 from overmem.errors import DataError
 
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-SOURCE_KINDS = ("synthetic", "file", "hub")
+SOURCE_KINDS = ("synthetic", "file", "hub", "lm-eval")  # lm-eval: a task, read by evaluation.lm_eval_tasks
+SOURCE_ROLES = ("train", "eval")  # what a source is read for (see resolve_source)
 MAX_SYNTHETIC = 10_000_000  # rows a synthetic split may ask for (each is generated in memory)
 
 
@@ -34,8 +35,8 @@ class DataSource:
     messages); ``auto`` picks by the columns present, the named fields first.
     """
 
-    kind: str  # "synthetic" | "file" | "hub"
-    ref: str  # preset name, file/folder path, or hub id
+    kind: str  # "synthetic" | "file" | "hub" | "lm-eval"
+    ref: str  # preset name, file/folder path, hub id, or lm-eval task name or YAML file/folder
     prompt_field: str = "query"
     response_field: str = "response"
     answer_format: str = "gsm8k"  # extractor of the gold answer from the response ("auto": any marker)
@@ -95,6 +96,14 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class Preset:
+    """A named dataset: its columns, answer format, hub location and splits.
+
+    A run trains on ``hub_split``; ``eval_split`` is the hub's held-out split, which a
+    preset name means when it names data to evaluate (None: the preset has none). A
+    run trained on the preset is tested on ``test_set``'s evaluation data (None: it
+    brings no test set).
+    """
+
     name: str
     help: str
     prompt_field: str
@@ -103,15 +112,18 @@ class Preset:
     hub_id: str | None = None
     hub_config: str | None = None
     hub_split: str = "train"
+    eval_split: str | None = None
+    test_set: str | None = None
 
 
 PRESETS = {
     p.name: p
     for p in (
+        # the paper's setup: finetune on MetaMathQA, test on GSM8K's test split
         Preset("metamathqa", 'MetaMathQA: query/response, answer after "The answer is:"', "query", "response",
-               "metamath", "meta-math/MetaMathQA"),
+               "metamath", "meta-math/MetaMathQA", test_set="gsm8k"),
         Preset("gsm8k", 'GSM8K: question/answer, answer after "####"', "question", "answer", "gsm8k",
-               "openai/gsm8k", "main", "test"),
+               "openai/gsm8k", "main", hub_split="train", eval_split="test", test_set="gsm8k"),
         Preset("synthetic-math", "seeded arithmetic word problems with several solution paths (offline)",
                "query", "response", "synthetic"),
     )
@@ -132,11 +144,18 @@ def resolve_source(
     answer_format: str | None = None,
     answer_field: str | None = None,
     seed: int = 0,
+    role: str = "eval",
 ) -> DataSource:
     """Turn a --data value into a source: a preset name, a local file/folder, or a hub id.
 
     ``answer_format`` (default: the preset's, else "auto") says how its references state
-    the gold answer; ``answer_field`` names a column that holds it instead."""
+    the gold answer; ``answer_field`` names a column that holds it instead. ``role``
+    picks a preset's hub split when ``hub_split`` does not: "train" its training split,
+    "eval" (the default: every caller but the training data evaluates) its held-out
+    split where it has one, so ``gsm8k`` trains on GSM8K's train split and evaluates
+    on its test split."""
+    if role not in SOURCE_ROLES:
+        raise ValueError(f"role {role!r} is not one of {SOURCE_ROLES}")
     if preset is None and data in PRESETS:
         preset = data
     p = PRESETS.get(preset) if preset else None
@@ -156,10 +175,26 @@ def resolve_source(
     if path.exists():
         return DataSource("file", str(path.resolve()), **fields)
     if p and data == p.name:
-        return DataSource("hub", p.hub_id, hub_config=p.hub_config, hub_split=hub_split or p.hub_split, **fields)
+        return DataSource("hub", p.hub_id, hub_config=p.hub_config, hub_split=hub_split or preset_split(p, role),
+                          **fields)
     if "/" in data and not data.startswith((".", "/")):
         return DataSource("hub", data, hub_split=hub_split or "train", **fields)
     raise DataError(f"{data}: no such file or folder, and not a preset ({', '.join(PRESETS)}) or hub id")
+
+
+def preset_split(preset: Preset, role: str) -> str:
+    """The hub split a preset reads for ``role`` ("train" or "eval")."""
+    return preset.eval_split if role == "eval" and preset.eval_split else preset.hub_split
+
+
+def preset_test_source(train: DataSource) -> DataSource | None:
+    """The test set that comes with training data read from a preset's hub training split
+    (GSM8K's and MetaMathQA's: GSM8K's test split), or None (files, other hub datasets,
+    or a preset read from another split, which would test on what it trains on)."""
+    for p in PRESETS.values():
+        if train.kind == "hub" and p.hub_id == train.ref and p.hub_split == train.hub_split and p.test_set:
+            return resolve_source(p.test_set, role="eval")
+    return None
 
 
 def _data_files(path: Path) -> tuple[str, list[str]]:
@@ -224,6 +259,9 @@ def load_rows(source: DataSource, start: int = 0, count: int | None = None) -> l
         prm = source.params
         return synthetic.generate(prm.get("seed", 0), prm.get("stream", "train"), start, count,
                                   prm.get("path_seed", "train"), prm.get("variants", 1), prm.get("style", "narrow"))
+    if source.kind == "lm-eval":  # its rows need the run's tokenizer (its prompts may use the chat template)
+        raise DataError(f"the lm-eval task {source.params.get('task') or source.ref} is a split to evaluate on, "
+                        "not data to train or probe on")
     ds = open_dataset(source)
     layout = detect_layout(source, list(ds.column_names))
     if source.answer_field and source.answer_field not in ds.column_names:

@@ -45,17 +45,43 @@ class Diversity(Probe):
 
 
 def best_of_n(ctx, side) -> list[bool]:
-    """Per query: is the sample the reward model scores highest correct?"""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """Per query: is the sample the reward model scores highest correct?
 
-    rm_tok = AutoTokenizer.from_pretrained(ctx.options.reward_model)
-    rm = AutoModelForSequenceClassification.from_pretrained(ctx.options.reward_model).eval()
+    The reward model runs on the evaluated model's device and reads each (query, sample)
+    pair as its tokenizer's chat template renders a user and an assistant turn: a reward
+    model is trained on conversations so rendered. A tokenizer without a template gets
+    ``query + " " + sample``."""
+    import torch
+
+    rm, rm_tok = load_reward_model(ctx.options.reward_model, ctx.device)
     hits = []
     with torch.inference_mode():
         for row, s in zip(ctx.rows, side):
-            query = row["query"] if isinstance(row["query"], str) else " ".join(t["content"] for t in row["query"])
-            batch = rm_tok([query + " " + g for g in s["generations"]], return_tensors="pt", padding=True)
-            scores = rm(**batch).logits[:, 0].tolist()
+            texts, special = reward_texts(rm_tok, row["query"], s["generations"])
+            batch = rm_tok(texts, return_tensors="pt", padding=True, add_special_tokens=special).to(ctx.device)
+            scores = rm(**batch).logits[:, 0].float().tolist()
             hits.append(bool(s["correct"][int(np.argmax(scores))]))
     return hits
+
+
+def load_reward_model(path: str, device: str):
+    """The sequence-classification reward model (in eval mode, on ``device``) and its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    rm_tok = AutoTokenizer.from_pretrained(path)
+    rm = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+    return rm, rm_tok
+
+
+def reward_texts(rm_tok, query, generations: list[str]) -> tuple[list[str], bool]:
+    """The texts the reward model scores, one per generation, and whether the tokenizer should
+    add its special tokens (not to a chat rendering, which holds them already).
+
+    ``query`` is a text (the user turn) or chat turns as the run's data holds them (the
+    conversation so far); each generation is the assistant turn that follows it."""
+    turns = [{"role": "user", "content": query}] if isinstance(query, str) else [dict(t) for t in query]
+    if getattr(rm_tok, "chat_template", None):
+        return [rm_tok.apply_chat_template(turns + [{"role": "assistant", "content": g}], tokenize=False)
+                for g in generations], False
+    text = query if isinstance(query, str) else " ".join(t["content"] for t in query)
+    return [text + " " + g for g in generations], True

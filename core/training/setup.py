@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from overmem.data.answers import GOLD_FORMATS
-from overmem.data.loaders import count_rows, default_splits, pin_revision, resolve_source
+from overmem.data.loaders import count_rows, default_splits, pin_revision, preset_test_source, resolve_source
 from overmem.errors import DataError
 from overmem.params import require
 from overmem.models.loading import resolve_base
@@ -46,17 +46,15 @@ def build_data(opts: DataOptions, seed: int) -> dict:
         require(option, value, int, low=1)
     train = resolve_source(opts.data, preset=opts.preset, prompt_field=opts.prompt_field,
                            response_field=opts.response_field,
-                           synthetic_variants=opts.variants or SYNTHETIC_VARIANTS, seed=seed)
+                           synthetic_variants=opts.variants or SYNTHETIC_VARIANTS, seed=seed, role="train")
     synthetic = train.kind == "synthetic"
     if opts.test_data:
         test = resolve_source(opts.test_data, seed=seed, synthetic_stream="test", synthetic_path_seed="reference")
     elif synthetic:
         test = resolve_source("synthetic-math", seed=seed, synthetic_stream="test", synthetic_path_seed="reference",
                               synthetic_style="broad")
-    elif train.ref == "meta-math/MetaMathQA":
-        test = resolve_source("gsm8k")
     else:
-        test = None
+        test = preset_test_source(train)
     train, test = pin_revision(train), pin_revision(test) if test is not None else None
     eval_size = opts.eval_size or (SYNTHETIC_EVAL_SIZE if synthetic else PAPER_EVAL_SIZE)
     if synthetic:
