@@ -10,6 +10,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(88)]
+# A chat template for the shipped tiny tokenizer (it has none): TRL's conversational data and
+# overmem's chat prompt format render through it
+CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}### Instruction: {{ m['content'] }} "
+                 "{% elif m['role'] == 'assistant' %}### Response: {{ m['content'] }} {{ eos_token }} {% endif %}"
+                 "{% endfor %}{% if add_generation_prompt %}### Response: {% endif %}")
 
 
 def word_tokenizer():

@@ -21,12 +21,10 @@ from overmem.data import synthetic
 from overmem.data.template import PROMPT_TEMPLATE
 from overmem.models.tiny import TINY_DIR
 from overmem_tui.cli import app
+from tests.helpers import CHAT_TEMPLATE
 
 pytestmark = pytest.mark.slow
 
-CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}### Instruction: {{ m['content'] }} "
-                 "{% elif m['role'] == 'assistant' %}### Response: {{ m['content'] }} {{ eos_token }} {% endif %}"
-                 "{% endfor %}{% if add_generation_prompt %}### Response: {% endif %}")
 LIMIT = 12
 
 
