@@ -45,6 +45,10 @@ class UnknownSplit(UsageError):
     """A split name that the run has no metrics for."""
 
 
+class UnknownMetric(UsageError):
+    """A metric name (``--acc-metric``) that the run did not log, or that is no accuracy."""
+
+
 class UnknownCheckpoint(UsageError):
     """A checkpoint name that the run does not have."""
 

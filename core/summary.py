@@ -6,8 +6,8 @@ from dataclasses import dataclass, field, replace
 
 from overmem.advice import Advice, advise
 from overmem.errors import EmptyRun, UnknownSplit
-from overmem.values import (AGGREGATE_NAMES, Aggregate, CheckpointValues, available_splits, build_rows,
-                            trainer_values, x_of)
+from overmem.values import (AGGREGATE_NAMES, OWN_ACC, Aggregate, CheckpointValues, accuracy_series,
+                            available_splits, build_rows, trainer_values, x_of)
 from overmem.forecast import Forecast, forecast_onset, schedule_from_logs
 from overmem.phases import Point, Thresholds, log_ratio
 from overmem.rundir.lines import TRAINER_METRIC, canonical_split
@@ -22,6 +22,13 @@ class Summary:
     advice: Advice
     aggregates: dict[str, Aggregate] = field(default_factory=dict)  # split -> the ppl aggregate it uses
     forecast: Forecast | None = None  # when the driving split is expected to turn purple
+    accuracy: dict[str, str] = field(default_factory=dict)  # split -> the Trainer metric standing in for acc
+
+    @property
+    def acc_metric(self) -> str:
+        """The records' metric that is accuracy on the split in force: ``acc`` (overmem's own
+        generation accuracy) or the Trainer metric the user vouched for (``trainer/accuracy``)."""
+        return self.accuracy.get(self.split or "", OWN_ACC)
 
     @property
     def ppl_label(self) -> str:
@@ -72,8 +79,12 @@ def summarize(
     split: str | None = None,
     thresholds: Thresholds = Thresholds(),
     ppl_aggregate: str = "mean",
+    acc_metric: str | None = None,
 ) -> Summary:
-    rows, aggregates = build_rows(run, ppl_aggregate)
+    """``acc_metric``: a Trainer-logged metric that is generation accuracy (overmem.values.
+    accuracy_series); default the one the run records (``eval --acc-metric``), else overmem's."""
+    accuracy = accuracy_series(run, acc_metric if acc_metric is not None else recorded_acc_metric(run))
+    rows, aggregates = build_rows(run, ppl_aggregate, accuracy)
     splits = available_splits(rows)
     chosen = choose_split(splits, split)
     advice = advise(points_for(rows, chosen), chosen, thresholds.validate())
@@ -81,7 +92,13 @@ def summarize(
     if notes:
         advice = replace(advice, warnings=tuple(notes) + advice.warnings)
     return Summary(run=run, rows=rows, splits=splits, advice=advice, aggregates=aggregates,
-                   forecast=onset_forecast(run, rows, advice))
+                   forecast=onset_forecast(run, rows, advice), accuracy=accuracy)
+
+
+def recorded_acc_metric(run: Run) -> str | None:
+    """The accuracy metric ``eval --acc-metric`` recorded in the run (the overlay's run.json)."""
+    name = run.info.data.get("acc_metric") if run.info else None
+    return name if isinstance(name, str) else None
 
 
 def onset_forecast(run: Run, rows: tuple[CheckpointValues, ...], advice: Advice) -> Forecast | None:
@@ -158,6 +175,8 @@ def summary_json(summary: Summary) -> dict:
         "split": advice.split,
         "splits": list(summary.splits),
         "ppl_aggregates": {split: agg.name for split, agg in summary.aggregates.items()},
+        "acc_metric": summary.acc_metric,  # what drove the phases: "acc" (overmem's) or "trainer/<name>"
+        "acc_metrics": {split: summary.accuracy.get(split, OWN_ACC) for split in summary.splits},
         "thresholds": advice.thresholds.to_json(),
         "checkpoints": checkpoints,
         "recommended": advice.recommended,

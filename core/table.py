@@ -140,7 +140,9 @@ def table_model(summary: Summary, sort: str = "epoch", marked: frozenset = froze
                  recommended=r.name == summary.advice.recommended, marked=r.name in marked)
         for r in sorted_rows(summary, sort)
     )
-    title = (f"{summary.run.name} · phases on {summary.split or '-'} · ppl = {summary.ppl_label}")
+    title = (f"{summary.run.name} · phases on {summary.split or '-'} · ppl = {summary.ppl_label}"
+             + (f" · acc = Trainer's {summary.acc_metric[len(TRAINER_METRIC):]}"
+                if summary.acc_metric.startswith(TRAINER_METRIC) else ""))
     width = max([len("checkpoint")] + [len(r.name) for r in rows])
     return TableModel(title, columns, rows, width)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from overmem.errors import UnknownMetric
 from overmem.rundir.lines import TRAINER_METRIC, ordered_splits
 from overmem.rundir.records import CheckpointInfo, Run
 
@@ -63,10 +64,55 @@ class Aggregate:
     missing: tuple[str, ...] = ()
 
 
-def _latest(run: Run) -> dict[tuple, tuple]:
+OWN_ACC = "acc"  # overmem's own generation accuracy (records' metric name)
+MAX_METRIC_NAME = 200
+
+
+def accuracy_series(run: Run, name: str | None) -> dict[str, str]:
+    """split -> the records' metric that is the split's accuracy, when ``name`` picks a
+    Trainer-logged metric the user vouches for as generation accuracy (empty: overmem's own).
+
+    ``name`` as the Trainer logged it (``eval_accuracy`` is val's, ``eval_gsm8k_accuracy``
+    gsm8k's, by the Trainer's naming) or as overmem shows it (``accuracy``: on every split
+    that logged it); ``acc`` is overmem's own. UnknownMetric when the run logged no such metric.
+    """
+    if name is None or name == OWN_ACC:
+        return {}
+    if not isinstance(name, str) or not name or len(name) > MAX_METRIC_NAME:
+        raise UnknownMetric(f"--acc-metric {str(name)[:80]!r} is not a metric name")
+    logged = {(m.split, m.metric[len(TRAINER_METRIC):]) for m in run.metrics
+              if m.probe is None and m.metric.startswith(TRAINER_METRIC)}
+    key = name[len(TRAINER_METRIC):] if name.startswith(TRAINER_METRIC) else name
+    if key.startswith("eval_"):
+        key = key[len("eval_"):]
+        # the Trainer's own rule: eval_<split>_<metric> for a split it evaluated, else val's
+        split = next((s for s in sorted({s for s, _ in logged}, key=len, reverse=True)
+                      if key.startswith(s + "_") and (s, key[len(s) + 1:]) in logged), None)
+        key = key[len(split) + 1:] if split is not None else key
+        split = split or "val"
+        found = {split: TRAINER_METRIC + key} if (split, key) in logged else {}
+    else:
+        found = {split: TRAINER_METRIC + key for split, k in logged if k == key}
+    if not found:
+        have = ", ".join(sorted({k for _, k in logged})) or "none"
+        raise UnknownMetric(f"--acc-metric {name}: this run has no such Trainer metric (logged: {have})")
+    return found
+
+
+def _latest(run: Run, accuracy: Mapping[str, str] = {}) -> dict[tuple, tuple]:
+    """(checkpoint, split, metric, aggregate) -> (value, n) of the latest ppl and accuracy records;
+    ``accuracy`` (split -> a Trainer metric) stands in for overmem's accuracy on its splits."""
     latest: dict[tuple, tuple] = {}
     for m in run.metrics:
-        if m.probe is None and m.metric in ("ppl", "acc"):
+        if m.probe is not None:
+            continue
+        if m.split in accuracy and m.metric in (OWN_ACC, accuracy[m.split]):
+            if m.metric == accuracy[m.split]:
+                if not 0.0 <= m.value <= 1.0:
+                    raise UnknownMetric(f"--acc-metric {m.metric[len(TRAINER_METRIC):]} is not an accuracy: "
+                                        f"{m.checkpoint} logged {m.value} on {m.split} (accuracy is 0 to 1, or %)")
+                latest[(m.checkpoint, m.split, OWN_ACC, m.aggregate)] = (m.value, m.n)
+        elif m.metric in ("ppl", OWN_ACC):
             latest[(m.checkpoint, m.split, m.metric, m.aggregate)] = (m.value, m.n)
     return latest
 
@@ -88,14 +134,15 @@ def choose_aggregates(latest: dict[tuple, tuple], preferred: str = "mean") -> di
     return out
 
 
-def build_rows(run: Run, ppl_aggregate: str = "mean") -> tuple[tuple[CheckpointValues, ...], dict[str, Aggregate]]:
+def build_rows(run: Run, ppl_aggregate: str = "mean", accuracy: Mapping[str, str] = {}
+               ) -> tuple[tuple[CheckpointValues, ...], dict[str, Aggregate]]:
     """One row per checkpoint (in trajectory order, merges last), latest values per split,
-    and the aggregate chosen for each split.
+    and the aggregate chosen for each split; ``accuracy`` as in ``_latest``.
 
     Checkpoints that only appear in metrics (no folder, e.g. a deleted one) get a
     row too, so nothing evaluated disappears from views.
     """
-    latest = _latest(run)
+    latest = _latest(run, accuracy)
     aggregates = choose_aggregates(latest, ppl_aggregate)
     values: dict[str, dict[str, dict]] = {}
     for (ckpt, split, metric, aggregate), (value, n) in latest.items():

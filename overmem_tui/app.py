@@ -14,15 +14,17 @@ class OvermemApp(App):
     CSS_PATH = "watch.tcss"
     TITLE = "overmem watch"
 
-    def __init__(self, paths: list[str], poll_interval: float = 0.3, clock=time.time, wait: bool = False) -> None:
+    def __init__(self, paths: list[str], poll_interval: float = 0.3, clock=time.time, wait: bool = False,
+                 acc_metric: str | None = None) -> None:
         super().__init__()
         self.paths = paths
         self.poll_interval = poll_interval
         self.clock = clock
         self.wait = wait
+        self.acc_metric = acc_metric
 
     def on_mount(self) -> None:
-        self.push_screen(WatchScreen(self.paths, self.poll_interval, self.clock, self.wait))
+        self.push_screen(WatchScreen(self.paths, self.poll_interval, self.clock, self.wait, self.acc_metric))
 
     @property
     def watch_screen(self) -> WatchScreen:
@@ -30,7 +32,7 @@ class OvermemApp(App):
 
 
 def make_app(runs: list[str | Path] | None = None, poll_interval: float = 0.3, clock=time.time,
-             wait: bool = False) -> OvermemApp:
+             wait: bool = False, acc_metric: str | None = None) -> OvermemApp:
     """The one way to build the app: the CLI and the tests both call this."""
     paths = [str(Path(r).expanduser().resolve()) for r in (runs or ["."])]
-    return OvermemApp(paths, poll_interval, clock, wait)
+    return OvermemApp(paths, poll_interval, clock, wait, acc_metric)

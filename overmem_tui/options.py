@@ -26,6 +26,12 @@ ZOpt = Annotated[
 MinGainOpt = Annotated[
     float, typer.Option("--min-gain", help="Accuracy counts as learned only this far (a fraction) above the base's.")
 ]
+AccMetricOpt = Annotated[
+    Optional[str],
+    typer.Option("--acc-metric", help="A metric your Trainer logged that is generation accuracy (eval_accuracy, "
+                 "eval_gsm8k_accuracy, or as shown: accuracy): it drives phases instead of overmem's accuracy "
+                 "(default: the one given to overmem eval, else overmem's own; 'acc' is overmem's)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs (only ones overmem wrote).")]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model folder's own code (transformers' auto_map); a run's record never allows it.")]

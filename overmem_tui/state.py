@@ -36,6 +36,7 @@ class WatchState:
     active: int = 0
     split: str | None = None
     thresholds: Thresholds = Thresholds()
+    acc_metric: str | None = None  # --acc-metric: a Trainer metric that is accuracy (None: the run's choice)
     log_scale: bool = False
     marked: frozenset = field(default_factory=frozenset)
     sort: str = "epoch"
@@ -54,7 +55,7 @@ class WatchState:
         with another split or thresholds than this state's, because a key changed them
         meanwhile, is recomputed from its run with this state's: a late view never undoes a key."""
         if (view.split, view.thresholds) != (self.split_for(index), self.thresholds):
-            view = make_view(view.run, self.split_for(index), self.thresholds, view.claims)
+            view = make_view(view.run, self.split_for(index), self.thresholds, view.claims, self.acc_metric)
         views = list(self.views)
         views[index] = view
         return replace(self, views=tuple(views))
@@ -63,7 +64,8 @@ class WatchState:
         """Apply changes (split, thresholds...) and recompute every summary from its run."""
         state = replace(self, **changes)
         views = tuple(
-            make_view(v.run, state.split if i == state.active else None, state.thresholds, v.claims) if v else None
+            make_view(v.run, state.split if i == state.active else None, state.thresholds, v.claims,
+                      state.acc_metric) if v else None
             for i, v in enumerate(state.views)
         )
         return replace(state, views=views)
@@ -72,14 +74,15 @@ class WatchState:
         return self.split if index == self.active else None
 
 
-def make_view(run: Run, split: str | None, thresholds: Thresholds, claims: tuple[str, ...] = ()) -> RunView:
+def make_view(run: Run, split: str | None, thresholds: Thresholds, claims: tuple[str, ...] = (),
+              acc_metric: str | None = None) -> RunView:
     """Everything the screen shows of one run; never raises (an error becomes part of the view)."""
     basis = {"claims": claims, "split": split, "thresholds": thresholds}
     try:
-        return RunView(run, summarize(run, split, thresholds), **basis)
+        return RunView(run, summarize(run, split, thresholds, acc_metric=acc_metric), **basis)
     except Exception as exc:  # a split that vanished, a bug: shown in the status line, the screen stays
         try:
-            return RunView(run, summarize(run, None, thresholds), error=str(exc), **basis)
+            return RunView(run, summarize(run, None, thresholds, acc_metric="acc"), error=str(exc), **basis)
         except Exception as exc2:  # noqa: BLE001 - same reason
             return RunView(run, None, error=f"{type(exc2).__name__}: {exc2}", **basis)
 

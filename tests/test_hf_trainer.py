@@ -30,6 +30,9 @@ from overmem_tui.cli import app
         ({"eval_gsm8k_loss": 1.0, "eval_gsm8k_exact_match": 0.3},
          {("gsm8k", "loss", 1.0), ("gsm8k", "exact_match", 0.3)}),
         ({"eval_loss": 1.0, "eval_flag": True}, {("val", "loss", 1.0)}),
+        # eval_dataset={"val": ..., "test": ...}: "val" is named like any split
+        ({"eval_val_loss": 1.0, "eval_val_accuracy": 0.5, "eval_val_mean_token_accuracy": 0.4},
+         {("val", "loss", 1.0), ("val", "accuracy", 0.5), ("val", "mean_token_accuracy", 0.4)}),
         ({"loss": 1.0, "learning_rate": 1e-4}, set()),
     ],
 )

@@ -103,7 +103,7 @@ def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
     """
     keys = {k[5:]: _as_float(v) for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))
             and not isinstance(v, bool)}
-    splits = {"val"}
+    splits: set[str] = set()  # named by an eval_<split>_loss (a dict of eval datasets; "val" too)
     out: list[tuple[str, str, float]] = []
     for key, value in keys.items():
         if key == "loss":
@@ -115,9 +115,9 @@ def parse_eval_entry(entry: dict) -> list[tuple[str, str, float]]:
     for key, value in keys.items():
         if key == "loss" or key.endswith("_loss") or key.endswith(_SKIP):
             continue
-        split = next((c for c in sorted(splits, key=len, reverse=True)
-                      if c != "val" and key.startswith(c + "_")), "val")
-        name = key[len(split) + 1:] if split != "val" else key
+        named = next((c for c in sorted(splits, key=len, reverse=True) if key.startswith(c + "_")), None)
+        split = named or "val"
+        name = key[len(named) + 1:] if named else key
         out.append((split, name, float(value)))
     return out
 

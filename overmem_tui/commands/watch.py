@@ -5,11 +5,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from overmem_tui.options import AccMetricOpt
+
 
 def watch(
     runs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories (default: the current one).")] = None,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between polls of the run files.")] = 0.3,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for run directories that do not exist yet.")] = False,
+    acc_metric: AccMetricOpt = None,
 ) -> None:
     """Live TUI: phase-coloured curves, checkpoint table, recommendation, merge and export keys."""
     import sys
@@ -30,7 +33,7 @@ def watch(
                 raise RunNotFound(f"{exc} (--wait waits for it to appear)") from None
     from overmem_tui.app import make_app
 
-    make_app(paths, poll_interval=interval, wait=wait).run()
+    make_app(paths, poll_interval=interval, wait=wait, acc_metric=acc_metric).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -49,13 +49,14 @@ class WatchScreen(WorkerOutcomes, Screen):
 
     state: reactive[WatchState | None] = reactive(None, always_update=True)
 
-    def __init__(self, paths: list[str], poll_interval: float = 0.3, clock=time.time, wait: bool = False) -> None:
+    def __init__(self, paths: list[str], poll_interval: float = 0.3, clock=time.time, wait: bool = False,
+                 acc_metric: str | None = None) -> None:
         super().__init__()
         self.paths = paths
         self.wait = wait
         self.poll_interval = poll_interval
         self.clock = clock
-        self._initial = WatchState(views=tuple(None for _ in paths))
+        self._initial = WatchState(views=tuple(None for _ in paths), acc_metric=acc_metric)
         self._errors: dict[int, str] = {}  # runs that cannot be read right now
         self._stopped: str | None = None  # why the poll worker stopped, if it did
 
@@ -104,7 +105,8 @@ class WatchScreen(WorkerOutcomes, Screen):
                     if run is not None:
                         errors[i] = None
                         state = self.state  # frozen: safe to read from this thread
-                        view = make_view(run, state.split_for(i), state.thresholds, tuple(readers[i].rundir.claimed()))
+                        view = make_view(run, state.split_for(i), state.thresholds, tuple(readers[i].rundir.claimed()),
+                                         state.acc_metric)
                         self.post_message(RunUpdated(i, view))
                 except Exception as exc:  # noqa: BLE001 - shown, retried; the screen stays usable
                     readers[i] = None
