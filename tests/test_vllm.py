@@ -190,3 +190,35 @@ def test_evaluator_with_vllm_matches_hf_and_falls_back_for_unservable(lora_run, 
     for c, prompt, h, v in differ:
         with models.use(run.checkpoint(c)) as model:
             assert _near_tie(model, prompt, h, v), c
+
+
+def test_an_lm_eval_task_generates_alike_with_vllm(lora_run, tmp_path, monkeypatch):
+    """An lm-eval task split through vLLM: the task's contexts, token budget and stop strings
+    reach the engine, and its answers equal HF's (a near-tie apart)."""
+    pytest.importorskip("lm_eval")
+    from pathlib import Path
+
+    from overmem.evaluation.lm_eval_tasks import task_splits
+    from overmem.evaluation.runner import EvalOptions, Evaluator
+    from overmem.rundir import RunDir
+
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)  # the task's data files are relative to the repository root
+    specs = {k: v.to_json() for k, v in task_splits(str(root / "tests/data/lm_eval_task/arith.yaml")).items()}
+    texts = {}
+    for backend in ("hf", "vllm"):
+        work = tmp_path / backend
+        shutil.copytree(lora_run, work)
+        ev = Evaluator(work, EvalOptions(splits=("overmem_arith",), split_files=specs, backend=backend,
+                                         metrics=("acc",), checkpoints=("ep0", "ep1")))
+        try:
+            assert ev.evaluate_pending() == 2
+            assert ev.ctx.generation("overmem_arith", 256) == (48, ("Question:", "</s>"))
+        finally:
+            ev.close()
+        texts[backend] = {c: [r["generation"] for r in RunDir(work).read_sidecar(c, "overmem_arith", "gen")]
+                          for c in ("ep0", "ep1")}
+    for c in ("ep0", "ep1"):
+        hf, vl = texts["hf"][c], texts["vllm"][c]
+        assert len(hf) == len(vl) == 16 and any(hf)
+        assert sum(h == v for h, v in zip(hf, vl)) >= 15, c

@@ -27,22 +27,31 @@ class Definitions:
     template: PromptFormat | None = None
     max_len: int | None = None
     base: dict | None = None  # the base model record, for Trainer folders whose files do not name it
+    acc_metric: str | None = None  # a Trainer metric that is generation accuracy (overmem.values.accuracy_series)
 
     def empty(self) -> bool:
-        return not self.splits and self.template is None and self.max_len is None and self.base is None
+        return not self.splits and self.template is None and self.max_len is None and self.base is None \
+            and self.acc_metric is None
 
 
 def default_format(specs: dict[str, SplitSpec]) -> PromptFormat:
     """The prompt format a Trainer folder's data implies, as TRL would render it: chat turns
     through the chat template, ready-made prompt/completion text as is, two text fields
     through the Alpaca template (overmem.data.template)."""
-    for spec in specs.values():
+    for spec in own_format(specs).values():
         rows = load_rows(spec.source, 0, 1)
         if rows and isinstance(rows[0]["query"], list):
             return PromptFormat.parse("chat")
         if rows and spec.source.layout in ("auto", "prompt-completion") and _is_prompt_completion(spec):
             return PromptFormat.parse("raw")
     return PromptFormat.parse("alpaca")
+
+
+def own_format(specs: dict[str, SplitSpec]) -> dict[str, SplitSpec]:
+    """The splits prompted with the run's format: all but lm-eval tasks, which bring their own."""
+    from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND
+
+    return {name: spec for name, spec in specs.items() if spec.source.kind != LM_EVAL_KIND}
 
 
 def _is_prompt_completion(spec: SplitSpec) -> bool:
@@ -60,11 +69,15 @@ def define(reader: RunReader, changes: Definitions) -> RunInfo:
     if not changes.splits and not (run.info and run.info.data.get("splits")):
         raise DataError(f"{run.path} has no split definitions to evaluate on: give --split-file val=FILE "
                         f"(and test=FILE ...) once; overmem remembers them in {reader.rundir.run_json}")
+    if changes.acc_metric is not None:
+        from overmem.values import accuracy_series
+
+        accuracy_series(run, changes.acc_metric)  # a name the run never logged is one line, before any write
     if changes.empty():
         return run.info
     specs = {canonical_split(k): SplitSpec.from_json(v) for k, v in changes.splits.items()}
-    for spec in specs.values():  # load now: a bad file is one line before anything is written
-        load_rows(spec.source, 0, 1)
+    for spec in own_format(specs).values():  # load now: a bad file is one line before anything is written
+        load_rows(spec.source, 0, 1)  # (an lm-eval task was loaded when --task defined it)
     own = reader.rundir.read_info() if reader.rundir.exists() else None
     if own is None:  # a Trainer folder's first definitions: the overlay starts from what its files say
         known = run.info
@@ -75,6 +88,8 @@ def define(reader: RunReader, changes: Definitions) -> RunInfo:
     if template is None and not own.prompt_template:
         template = default_format(specs)
     data = {**own.data, "splits": {**(own.data.get("splits") or {}), **{k: v.to_json() for k, v in specs.items()}}}
+    if changes.acc_metric is not None:
+        data["acc_metric"] = changes.acc_metric
     hyper = {**own.hyperparameters, **({"max_len": changes.max_len} if changes.max_len else {})}
     changed = dict(data=data, hyperparameters=hyper, base_model=changes.base or own.base_model,
                    prompt_template=template.to_json() if template is not None else own.prompt_template)

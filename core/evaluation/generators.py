@@ -25,8 +25,11 @@ class Generator(Protocol):
         """None when this backend can generate with ``ckpt``, else why not."""
 
     def greedy(self, ckpt: CheckpointInfo, prompts: list[list[int]], max_new_tokens: int, *, model=None,
-               progress: Callable[[int], None] | None = None) -> list[list[int]]:
-        """One greedy continuation per prompt (token ids, trimmed)."""
+               progress: Callable[[int], None] | None = None,
+               until: tuple[str, ...] | None = None) -> list[list[int]]:
+        """One greedy continuation per prompt (token ids), trimmed at the run's stop markers; with
+        ``until`` (lm-eval's stop strings) generation stops at those instead and the ids are kept
+        whole up to the end-of-sequence token, for the caller to cut the text as it defines."""
 
     def sample(self, ckpt: CheckpointInfo, prompts: list[list[int]], n: int, temperature: float,
                max_new_tokens: int, seed: int, *, model=None) -> list[list[Sample]]:
@@ -82,14 +85,15 @@ class HFGenerator:
     def serves(self, ckpt: CheckpointInfo) -> str | None:
         return None
 
-    def greedy(self, ckpt, prompts, max_new_tokens, *, model=None, progress=None):
+    def greedy(self, ckpt, prompts, max_new_tokens, *, model=None, progress=None, until=None):
         from overmem.evaluation.hf_generate import generate
 
         tok = self.models.tokenizer
         eos = stop_token_ids(tok, model)
-        outs = generate(model, tok, prompts, max_new_tokens, self.batch_size, self.models.device, self.stops,
+        stops = self.stops if until is None else tuple(until)
+        outs = generate(model, tok, prompts, max_new_tokens, self.batch_size, self.models.device, stops,
                         eos, progress)
-        return [trim(tok, ids, None, self.stops, eos)[0] for ids in outs]
+        return [trim(tok, ids, None, self.stops if until is None else (), eos)[0] for ids in outs]
 
     def sample(self, ckpt, prompts, n, temperature, max_new_tokens, seed, *, model=None):
         from overmem.evaluation.hf_generate import sample
@@ -126,12 +130,13 @@ class VllmBackend:
     def _eos(self) -> list[int]:
         return stop_token_ids(self.tokenizer)
 
-    def greedy(self, ckpt, prompts, max_new_tokens, *, model=None, progress=None):
+    def greedy(self, ckpt, prompts, max_new_tokens, *, model=None, progress=None, until=None):
         eos = self._eos()
-        outs = self.engine.generate(ckpt, prompts, max_new_tokens, stop=list(self.stops), stop_token_ids=eos)
+        stops = self.stops if until is None else tuple(until)
+        outs = self.engine.generate(ckpt, prompts, max_new_tokens, stop=list(stops), stop_token_ids=eos)
         if progress:
             progress(len(prompts))
-        return [trim(self.tokenizer, o[0][0], None, self.stops, eos)[0] for o in outs]
+        return [trim(self.tokenizer, o[0][0], None, self.stops if until is None else (), eos)[0] for o in outs]
 
     def sample(self, ckpt, prompts, n, temperature, max_new_tokens, seed, *, model=None):
         eos = self._eos()

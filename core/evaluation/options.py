@@ -28,6 +28,7 @@ class EvalOptions:
     template: str | dict | None = None  # a PromptFormat's JSON form: recorded in the run
     max_len: int | None = None  # recorded in the run
     base: dict | None = None  # the base model record (Trainer folders whose files do not name it)
+    acc_metric: str | None = None  # a Trainer-logged generation accuracy that drives phases; recorded in the run
     device: str | None = None  # the hf backend's device (default: cuda when there is one)
     gpu_memory_utilization: float | None = None  # vLLM's share of the GPU (default 0.45 beside training)
     tensor_parallel_size: int | None = None  # vLLM: GPUs one model spans

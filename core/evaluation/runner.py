@@ -19,6 +19,7 @@ from overmem.evaluation import perplexity
 from overmem.evaluation.context import RunContext
 from overmem.evaluation.definitions import Definitions, define
 from overmem.evaluation.generators import HFGenerator
+from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND
 from overmem.evaluation.options import EvalOptions
 from overmem.progress import EVAL, Failed, Finished, Listener, Note, Skipped, Started, counter, ignore
 from overmem.rundir import Metric, RunReader
@@ -37,9 +38,12 @@ class Evaluator:
         self.options = options
         self.on_event = on_event or ignore
         template = PromptFormat.from_json(options.template) if options.template else None
-        info = define(self.reader, Definitions(dict(options.split_files), template, options.max_len, options.base))
+        info = define(self.reader, Definitions(dict(options.split_files), template, options.max_len, options.base,
+                                               options.acc_metric))
+        given_tasks = frozenset(spec["source"]["ref"] for spec in options.split_files.values()
+                                if spec["source"]["kind"] == LM_EVAL_KIND)  # this invocation's --task files
         self.ctx = RunContext(self.reader, info, trust_remote_code=options.trust_remote_code, models=models,
-                              device=options.device)
+                              device=options.device, trusted_tasks=given_tasks)
         self.specs = self._split_specs()
         self._generator = None
         self._claim = None
@@ -66,8 +70,13 @@ class Evaluator:
             o = self.options
             engine = {k: v for k, v in (("gpu_memory_utilization", o.gpu_memory_utilization),
                                         ("tensor_parallel_size", o.tensor_parallel_size)) if v is not None}
+            # lm-eval tasks bring their own prompt lengths and token budgets: the engine takes the longest
+            tasks = [t for s in self.specs if (t := self.ctx.task(s)) is not None]
+            budget = max([o.max_new_tokens] + [t.max_new_tokens for t in tasks])
+            longest = max([self.ctx.max_len] + [t.max_length - t.max_new_tokens for t in tasks])
             self._generator = self.ctx.generator(o.backend, checkpoints=self.reader.snapshot().checkpoints,
-                                                 max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, **engine)
+                                                 max_new_tokens=budget, batch_size=o.batch_size, max_len=longest,
+                                                 **engine)
         return self._generator
 
     def rows(self, split: str) -> list[dict]:
@@ -218,7 +227,7 @@ class Evaluator:
 
     def _ppl(self, ckpt, split, model) -> list[Metric]:
         rows = self.rows(split)
-        encoded = [self.ctx.encode(r) for r in rows]
+        encoded = [self.ctx.encode(r, split=split) for r in rows]
         cut = sum(e.truncated for e in encoded)
         if cut:
             empty = sum(e.n_response == 0 for e in encoded)
@@ -248,13 +257,14 @@ class Evaluator:
                 f"(answer format {fmt}); accuracy counts the other {len(graded)}")))
         if not graded:
             return []
-        prompts = [self.ctx.prompt(r["query"]) for _, r in graded]
-        outputs = gen.greedy(ckpt, prompts, self.options.max_new_tokens, model=model,
+        prompts = [self.ctx.prompt(r["query"], split) for _, r in graded]
+        budget, until = self.ctx.generation(split, self.options.max_new_tokens)
+        outputs = gen.greedy(ckpt, prompts, budget, model=model, until=until,
                              progress=self._progress(ckpt, split, "gen", len(graded)))
         sidecar, correct = [], 0
         for (i, row), ids in zip(graded, outputs):
-            text = self.ctx.text(ids)
-            grade = self.ctx.grade(split, text, row["answer"])
+            text = self.ctx.text(ids, split)
+            grade = self.ctx.grade(split, text, row["answer"], row)
             correct += grade.correct
             sidecar.append(GenSample(i, text, grade.predicted, row["answer"], grade.correct))
         self._write_samples(ckpt.name, split, sidecar)

@@ -79,6 +79,17 @@ def load_tokenizer(base: dict):
     return tok
 
 
+def load_config(base: dict):
+    """The base model's config (no weights), or None when it cannot be read (a model without one)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(_ref(base), gguf_file=base.get("gguf_file"),
+                                          trust_remote_code=bool(base.get("trust_remote_code")))
+    except (OSError, ValueError):
+        return None
+
+
 def load_model(base: dict, dtype=None, device: str | None = None):
     """The base causal LM, dequantized when it comes from GGUF."""
     import torch

@@ -44,6 +44,7 @@ class ProbeRunner:
         self.rundir = self.ctx.rundir
         self.on_event = on_event or ignore
         self.probe_split = "test" if "test" in self.ctx.specs else "val"
+        self.ctx.own_split(self.probe_split, "overmem probe")
         rows = self.ctx.rows(self.probe_split)
         self.rows = [r for r in rows if r.get("answer") is not None][: options.limit or None]
         self._generator = None

@@ -8,7 +8,7 @@ import typer
 from overmem.data.answers import ANSWER_FORMATS
 from overmem.data.template import TEMPLATE_KINDS
 from overmem.evaluation.options import DEFAULT_MAX_LEN, EVAL_METRICS, EvalOptions
-from overmem_tui.options import RunArg, TrustOpt
+from overmem_tui.options import AccMetricOpt, RunArg, TrustOpt
 
 
 def eval_command(
@@ -36,6 +36,11 @@ def eval_command(
     tensor_parallel_size: Annotated[Optional[int], typer.Option("--tensor-parallel-size", help="vLLM: GPUs one model spans.")] = None,
     steal_claims: Annotated[bool, typer.Option("--steal-claims", help="Evaluate checkpoints that other evaluators claim.")] = False,
     claim_timeout: Annotated[float, typer.Option("--claim-timeout", help="Seconds without a heartbeat after which another evaluator's claim is taken over.")] = EvalOptions.claim_timeout,
+    task: Annotated[Optional[list[str]], typer.Option("--task", help="An lm-evaluation-harness task as a split named after it: a task or group name from lm-eval's registry, or your task YAML file or folder (its prompt, generation settings, filters and exact_match give the accuracy); remembered in the run. Needs overmem[lm-eval].")] = None,
+    num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", help="For --task: few-shot examples (default the task's own), as lm-eval's --num_fewshot.")] = None,
+    apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template", help="For --task: render prompts with the tokenizer's chat template, as lm-eval's --apply_chat_template.")] = False,
+    fewshot_as_multiturn: Annotated[bool, typer.Option("--fewshot-as-multiturn", help="For --task with --apply-chat-template: few-shot examples as chat turns.")] = False,
+    acc_metric: AccMetricOpt = None,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Evaluate checkpoints: reference perplexity and greedy accuracy per split.
@@ -60,6 +65,7 @@ def eval_command(
                                        answer_format=answer_format, answer_field=answer_field)).to_json()
         for name, path in name_paths(split_file, "--split-file").items()
     }
+    files.update(_task_splits(task, num_fewshot, apply_chat_template, fewshot_as_multiturn))
     wanted = tuple(csv_list(metrics))
     if system and template != "chat":
         raise UsageError("--system goes with --template chat")
@@ -82,6 +88,7 @@ def eval_command(
         steal_claims=steal_claims,
         claim_timeout=claim_timeout,
         trust_remote_code=trust_remote_code,
+        acc_metric=acc_metric,
     )
     from overmem.models.loading import check_device
 
@@ -107,6 +114,24 @@ def eval_command(
     from overmem.rundir.reader import check_problems
 
     check_problems(summary.run, "; the result above is computed around them (listed as problems)")
+
+
+def _task_splits(tasks: list[str] | None, num_fewshot: int | None, chat: bool, multiturn: bool) -> dict:
+    """The splits the --task options define (name -> SplitSpec json)."""
+    from overmem.errors import UsageError
+
+    if not tasks:
+        if num_fewshot is not None or chat or multiturn:
+            raise UsageError("--num-fewshot, --apply-chat-template and --fewshot-as-multiturn go with --task")
+        return {}
+    if multiturn and not chat:
+        raise UsageError("--fewshot-as-multiturn goes with --apply-chat-template (as in lm-eval)")
+    if num_fewshot is not None and num_fewshot < 0:
+        raise UsageError("--num-fewshot must be 0 or more")
+    from overmem.evaluation.lm_eval_tasks import TaskOptions, task_splits
+
+    options = TaskOptions(num_fewshot, chat, multiturn)
+    return {name: spec.to_json() for ref in tasks for name, spec in task_splits(ref, options).items()}
 
 
 def _claim_devices(device: str | None) -> str | None:
