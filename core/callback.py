@@ -56,7 +56,7 @@ from transformers.trainer_callback import CallbackHandler
 
 from overmem.data.layouts import detect_layout, normalize_record
 from overmem.data.template import PromptFormat
-from overmem.errors import DataError
+from overmem.errors import DataError, OvermemError
 from overmem.phases import Phase
 from overmem.rundir import CheckpointInfo, RunDir, RunInfo, TrainLog
 from overmem.rundir.checkpoint import is_adapter
@@ -173,6 +173,7 @@ class OvermemCallback(TrainerCallback):
         self._evaluator = None
         self._early_stop = None
         self._said_no_trainer = False
+        self._said_no_phase = False
 
     # -- helpers -----------------------------------------------------------------
     def _base(self, model) -> dict:
@@ -318,7 +319,13 @@ class OvermemCallback(TrainerCallback):
         for split in ordered_splits({split for split, _ in values}):
             logs.update({f"{LOG_PREFIX}{split}/{metric}": values[(split, metric)] for metric in EVAL_METRICS
                          if (split, metric) in values})
-            verdict = summarize(run, split).advice.phases.of(name)
+            try:
+                verdict = summarize(run, split).advice.phases.of(name)
+            except OvermemError as exc:  # a run the decision cannot read: the numbers still go out
+                if not self._said_no_phase:
+                    self._said_no_phase = True
+                    logger.warning("overmem: no phase to report (%s); ppl and acc are reported", exc)
+                verdict = None
             if verdict is not None:
                 logs[f"{LOG_PREFIX}{split}/phase"] = PHASE_CODES[verdict.phase]
         return logs
@@ -390,8 +397,6 @@ class OvermemCallback(TrainerCallback):
             time.sleep(WAIT_POLL)
         while claim.exists():
             if is_stale(claim, CLAIM_TIMEOUT):
-                from overmem.errors import OvermemError
-
                 raise OvermemError(f"the main process stopped evaluating {name} (its claim went stale)")
             time.sleep(WAIT_POLL)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from overmem.advice import Advice, advise
-from overmem.errors import EmptyRun, UnknownSplit
+from overmem.errors import CorruptRun, EmptyRun, UnknownMetric, UnknownSplit
 from overmem.values import (AGGREGATE_NAMES, OWN_ACC, Aggregate, CheckpointValues, accuracy_series,
                             available_splits, build_rows, trainer_values, x_of)
 from overmem.forecast import Forecast, forecast_onset, schedule_from_logs
@@ -83,8 +83,16 @@ def summarize(
 ) -> Summary:
     """``acc_metric``: a Trainer-logged metric that is generation accuracy (overmem.values.
     accuracy_series); default the one the run records (``eval --acc-metric``), else overmem's."""
-    accuracy = accuracy_series(run, acc_metric if acc_metric is not None else recorded_acc_metric(run))
-    rows, aggregates = build_rows(run, ppl_aggregate, accuracy)
+    if acc_metric is not None:
+        accuracy = accuracy_series(run, acc_metric)
+        rows, aggregates = build_rows(run, ppl_aggregate, accuracy)
+    else:
+        try:
+            accuracy = accuracy_series(run, recorded_acc_metric(run))
+            rows, aggregates = build_rows(run, ppl_aggregate, accuracy)
+        except UnknownMetric as exc:  # the run's own record: a corrupt run, not a bad option
+            raise CorruptRun(f"run.json: data.acc_metric (recorded by eval --acc-metric): {exc}; "
+                             "--acc-metric acc ignores it") from None
     splits = available_splits(rows)
     chosen = choose_split(splits, split)
     advice = advise(points_for(rows, chosen), chosen, thresholds.validate())
@@ -98,7 +106,9 @@ def summarize(
 def recorded_acc_metric(run: Run) -> str | None:
     """The accuracy metric ``eval --acc-metric`` recorded in the run (the overlay's run.json)."""
     name = run.info.data.get("acc_metric") if run.info else None
-    return name if isinstance(name, str) else None
+    if name is not None and not isinstance(name, str):
+        raise CorruptRun(f"run.json: data.acc_metric {str(name)[:60]!r} is not a metric name")
+    return name
 
 
 def onset_forecast(run: Run, rows: tuple[CheckpointValues, ...], advice: Advice) -> Forecast | None:

@@ -95,3 +95,22 @@ def test_eval_remembers_it_and_the_json_says_what_drove_the_phases(trainer_run, 
     own = json.loads(run_cli("recommend", str(trainer_run), "--json", "--acc-metric", "acc").stdout)
     assert own["acc_metric"] == "acc"
     assert all(c["metrics"].get("val", {}).get("acc") is None for c in own["checkpoints"])
+
+
+@pytest.mark.parametrize("recorded", ["eval_nope", 123])
+def test_a_recorded_acc_metric_that_does_not_fit_is_a_corrupt_run(trainer_run, tmp_path, recorded):
+    from overmem.data.loaders import SplitSpec, resolve_source
+    from overmem.evaluation.definitions import Definitions, define
+    from overmem.rundir import RunReader
+
+    rows = tmp_path / "val.jsonl"
+    rows.write_text(json.dumps({"query": "a b", "response": "c #### 1"}) + "\n")
+    define(RunReader(trainer_run), Definitions({"val": SplitSpec(resolve_source(str(rows))).to_json()},
+                                               acc_metric="eval_val_accuracy"))
+    overlay = trainer_run / "overmem" / "run.json"
+    info = json.loads(overlay.read_text())
+    info["data"]["acc_metric"] = recorded
+    overlay.write_text(json.dumps(info))
+    result = run_cli("recommend", str(trainer_run))
+    assert result.returncode == 3 and "data.acc_metric" in result.stderr and "Traceback" not in result.stderr
+    assert run_cli("recommend", str(trainer_run), "--acc-metric", "acc").returncode == 0

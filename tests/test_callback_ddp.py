@@ -77,14 +77,16 @@ SCRIPT = textwrap.dedent("""
     trainer.train()
     assert type(trainer.model_wrapped).__name__ == "DistributedDataParallel"
     assert args.parallel_mode.name == "DISTRIBUTED" and dist.get_world_size() == 2  # DDP, not 2 lone runs
-    print("rank", os.environ.get("RANK"), "done at epoch", trainer.state.epoch)
+    # one write of one line (stdout unbuffered): the two ranks' output shares a pipe and rank 0 also
+    # prints the Trainer's logs (overmem's results among them), which must not split this line
+    sys.stdout.write(f"rank {os.environ.get('RANK')} done at epoch {trainer.state.epoch}\\n")
 """ % PG_TIMEOUT_S)
 
 
 def _torchrun(tmp_path, variant: str, port: int, extra: float = PG_TIMEOUT_S + EVAL_EXTRA_S):
     script = tmp_path / "train_with_callback.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
            "CUDA_VISIBLE_DEVICES": ""}
     out = tmp_path / f"run-{variant}"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",

@@ -138,11 +138,33 @@ def test_a_task_split_is_remembered_and_drives_phases(task_source, tmp_path):
     assert spec["source"] == {**spec["source"], "kind": "lm-eval", "ref": str(TASK_YAML),
                               "params": {"task": TASK, "num_fewshot": None, "apply_chat_template": False,
                                          "fewshot_as_multiturn": False}}
-    again = run_cli("eval", str(run), "--splits", TASK, "--checkpoints", "ep7", "--metrics", "ppl",
-                    "--backend", "hf", cwd=ROOT)  # no --task: the definition is the run's
+    assert summarize(load_run(run), split=TASK).split == TASK
+    # a task file can run code: a later command loads it only when it names it again
+    asked = run_cli("eval", str(run), "--splits", TASK, "--checkpoints", "ep7", "--metrics", "ppl",
+                    "--backend", "hf", cwd=ROOT)
+    assert asked.returncode == 2 and f"add --task {TASK_YAML}" in asked.stderr and "Traceback" not in asked.stderr
+    lines = (run / "metrics.jsonl").read_text().count("\n")
+    others = run_cli("eval", str(run), "--checkpoints", "ep7", "--metrics", "ppl", "--backend", "hf", cwd=ROOT)
+    assert others.returncode == 0, others.stderr
+    assert f"split {TASK} (the lm-eval task file" in others.stdout + others.stderr
+    assert (run / "metrics.jsonl").read_text().count("\n") > lines  # its own splits were evaluated
+    again = run_cli("eval", str(run), "--task", str(TASK_YAML), "--splits", TASK, "--checkpoints", "ep7",
+                    "--metrics", "ppl", "--backend", "hf", cwd=ROOT)
     assert again.returncode == 0, again.stderr
     assert set(_means(run, "ppl")) == {"ep7", "ep8"}
-    assert summarize(load_run(run), split=TASK).split == TASK
+
+
+def test_a_corrupt_recorded_task_is_exit_3_before_any_work(task_source, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(task_source, run)
+    info = json.loads((run / "run.json").read_text())
+    info["data"]["splits"]["arith"] = {"source": {"kind": "lm-eval", "ref": "gsm8k",
+                                                  "params": {"task": "gsm8k", "num_fewshot": "3"}}}
+    (run / "run.json").write_text(json.dumps(info))
+    before = (run / "metrics.jsonl").read_text()
+    result = run_cli("eval", str(run), "--metrics", "ppl", "--backend", "hf", cwd=ROOT)
+    assert result.returncode == 3 and "num_fewshot" in result.stderr and "Traceback" not in result.stderr
+    assert (run / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize("yaml_text, expected", [
@@ -168,9 +190,9 @@ def test_an_unknown_task_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_task_file_that_runs_python_is_loaded_only_when_given(tmp_path):
-    """A run.json that names a task YAML with !function never makes overmem import it; naming
-    the file on the command line does (the user's own decision)."""
+def test_a_task_file_is_loaded_only_when_the_command_names_it(tmp_path):
+    """A task YAML can run code (!function, unsandboxed Jinja, metric paths): a run.json that
+    names one never makes overmem load it; naming the file on the command line does."""
     from overmem.data.loaders import DataSource
     from overmem.errors import DataError
     from overmem.evaluation.lm_eval_tasks import TaskSplit
@@ -184,14 +206,32 @@ def test_a_task_file_that_runs_python_is_loaded_only_when_given(tmp_path):
     (folder / "coded.yaml").write_text("include: base.yaml\ntask: coded\nprocess_docs: !function utils.docs\n")
     source = DataSource("lm-eval", str(folder / "coded.yaml"), params={"task": "coded"})
     tok = load_tokenizer(resolve_base("tiny"))
-    with pytest.raises(DataError, match="runs Python.*add --task"):
+    with pytest.raises(DataError, match="add --task"):
         TaskSplit(source, tok)
-    assert not marker.exists()
-    (folder / "plain.yaml").write_text("include: base.yaml\ntask: plain\n")  # the include has no code
-    assert TaskSplit(DataSource("lm-eval", str(folder / "plain.yaml"), params={"task": "plain"}), tok).rows()
+    # a registry name whose task is a path: lm-eval would load the file; overmem refuses it
+    for task in (str(folder / "coded.yaml"), "no_such_registered_task"):
+        with pytest.raises(DataError):
+            TaskSplit(DataSource("lm-eval", "gsm8k", params={"task": task}), tok)
     assert not marker.exists()
     assert len(TaskSplit(source, tok, trusted=True).rows()) == 16
     assert marker.exists()
+
+
+def test_task_files_that_would_break_the_run_are_refused_before_writing(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "tests" / "data" / "paper_run", run)
+    before = (run / "run.json").read_text()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cases = {"name.yaml": ("task: overmem_arith", "task: '../evil'", "one plain file name"),
+             "budget.yaml": ("max_gen_toks: 48", "max_gen_toks: abc", "not a token count"),
+             "until.yaml": ('- "Question:"', "- 5", "not a list of strings")}
+    for file, (old, new, expected) in cases.items():
+        (bad / file).write_text(TASK_YAML.read_text().replace(old, new))
+        result = run_cli("eval", str(run), "--task", str(bad / file), cwd=ROOT)
+        assert result.returncode == 2 and expected in result.stderr, (file, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert (run / "run.json").read_text() == before
 
 
 def test_without_lm_eval_task_says_how_to_install(monkeypatch):

@@ -49,7 +49,7 @@ class RunContext:
         self._models = models
         self._device = device
         self._rows: dict[str, list[dict]] = {}
-        self._trusted_tasks = trusted_tasks
+        self.trusted_tasks = trusted_tasks
         self._tasks: dict = {}
 
     # -- models ------------------------------------------------------------------
@@ -90,7 +90,7 @@ class RunContext:
             from overmem.models.loading import load_config
 
             self._tasks[split] = TaskSplit(source, self.tokenizer, load_config(self.base),
-                                           trusted=source.ref in self._trusted_tasks)
+                                           trusted=source.ref in self.trusted_tasks)
         return self._tasks[split]
 
     def own_split(self, split: str, what: str) -> None:

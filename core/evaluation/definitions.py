@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from overmem.data.answers import EXTRACTORS
 from overmem.data.loaders import SplitSpec, load_rows
+from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND, check_source
 from overmem.data.template import PromptFormat
 from overmem.errors import CorruptRun, DataError
 from overmem.rundir.names import safe_name
@@ -49,8 +50,6 @@ def default_format(specs: dict[str, SplitSpec]) -> PromptFormat:
 
 def own_format(specs: dict[str, SplitSpec]) -> dict[str, SplitSpec]:
     """The splits prompted with the run's format: all but lm-eval tasks, which bring their own."""
-    from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND
-
     return {name: spec for name, spec in specs.items() if spec.source.kind != LM_EVAL_KIND}
 
 
@@ -70,9 +69,10 @@ def define(reader: RunReader, changes: Definitions) -> RunInfo:
         raise DataError(f"{run.path} has no split definitions to evaluate on: give --split-file val=FILE "
                         f"(and test=FILE ...) once; overmem remembers them in {reader.rundir.run_json}")
     if changes.acc_metric is not None:
-        from overmem.values import accuracy_series
+        from overmem.values import accuracy_series, build_rows
 
-        accuracy_series(run, changes.acc_metric)  # a name the run never logged is one line, before any write
+        # a name the run never logged, or values that are no accuracy, are one line before any write
+        build_rows(run, accuracy=accuracy_series(run, changes.acc_metric))
     if changes.empty():
         return run.info
     specs = {canonical_split(k): SplitSpec.from_json(v) for k, v in changes.splits.items()}
@@ -110,6 +110,8 @@ def recorded_splits(info: RunInfo) -> dict[str, SplitSpec]:
         safe_name(name, "run.json: data.splits has a split name that", CorruptRun)
         try:
             out[canonical_split(name)] = SplitSpec.from_json(spec)
+            if out[canonical_split(name)].source.kind == LM_EVAL_KIND:
+                check_source(out[canonical_split(name)].source)
         except DataError as exc:
             raise CorruptRun(f"run.json: data.splits.{name}: {exc}") from exc
     return out

@@ -19,21 +19,26 @@ template, few-shot as multi-turn). Everything else comes from lm-eval itself, th
 - perplexity: of ``target_delimiter + target`` after the context, the pair tokenized as
   lm-eval's loglikelihood requests are (``HFLM._encode_pair``), without an added EOS.
 
-A task YAML can run Python (``!function``, ``class:``): lm-eval imports it. A task file
-given on this invocation's command line may; one that only a run.json names never does
-(run.json is written by whoever wrote the run): overmem refuses it and asks for ``--task``
-again. Tasks from lm-eval's own registry are the installed package's code.
+A task YAML can run code: ``!function`` and ``class:`` import Python, its Jinja templates
+are rendered unsandboxed, a metric path is loaded by ``evaluate``. A task file is therefore
+loaded only when this invocation's command line names it (``--task FILE``); a run.json
+(written by whoever wrote the run) may name only tasks of lm-eval's own registry, the
+installed package's code, and a split it records from a file is refused, asking for
+``--task FILE`` again.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from overmem.data.encoding import Encoded
 from overmem.data.loaders import DataSource, SplitSpec
-from overmem.errors import DataError, UsageError
+from overmem.errors import DataError, OvermemError, UsageError
+from overmem.rundir.lines import canonical_split
+from overmem.rundir.names import is_safe_name, safe_name
 
 LM_EVAL_KIND = "lm-eval"
 INSTALL = "install it with: pip install -e '.[lm-eval]' (in overmem's clone; lm-eval 0.4.x)"
@@ -71,9 +76,12 @@ def require_lm_eval() -> None:
     """UsageError saying how to install lm-eval when it is missing or not a tested 0.4.x."""
     from importlib import metadata
 
+    from importlib.util import find_spec
+
     try:
         version = metadata.version("lm_eval")
-        import lm_eval  # noqa: F401
+        if find_spec("lm_eval") is None:
+            raise ImportError("lm_eval")
     except (ImportError, metadata.PackageNotFoundError) as exc:
         raise UsageError(f"--task needs lm-evaluation-harness, which is not installed: {INSTALL}") from exc
     if not version.startswith("0.4."):
@@ -81,7 +89,9 @@ def require_lm_eval() -> None:
 
 
 def _is_path(ref: str) -> bool:
-    return ref.endswith(YAML_SUFFIXES) or Path(ref).expanduser().is_dir()
+    """A task file or folder (a YAML name, or anything with a path separator; a folder in the
+    current directory is written ``./tasks``), else a name in lm-eval's registry."""
+    return ref.endswith(YAML_SUFFIXES) or "/" in ref or os.sep in ref or ref.startswith("~")
 
 
 @functools.lru_cache(maxsize=4)
@@ -118,7 +128,7 @@ def _load(ref: str, names: list[str] | None = None) -> dict:
         loaded = _manager(folder).load(spec)["tasks"]
     except KeyError:
         raise DataError(f"lm-eval has no task {ref!r} and it is no task YAML file or folder "
-                        "(`lm-eval ls tasks` lists lm-eval's tasks)") from None
+                        "(`lm-eval ls tasks` lists lm-eval's tasks; a folder here is written ./NAME)") from None
     except Exception as exc:  # lm-eval raises anything from its YAML and dataset loading
         from overmem.data.diagnose import root_cause
 
@@ -145,8 +155,21 @@ def _refusal(name: str, task) -> str | None:
     if getattr(task, "UNSAFE_CODE", False):
         return "scores by running generated code (unsafe_code); overmem does not run it"
     gen = task.get_config("generation_kwargs") or {}
+    if not isinstance(gen, dict):
+        return f"has generation_kwargs {str(gen)[:60]!r}, not a mapping"
     if gen.get("do_sample") or (task.get_config("repeats") or 1) > 1:
         return "samples several generations per row; overmem's accuracy is one greedy generation"
+    until = gen.get("until")
+    if until is not None and not (isinstance(until, str) or isinstance(until, list)
+                                  and all(isinstance(u, str) for u in until)):
+        return f"has until {str(until)[:60]!r}, not a list of strings"
+    budget = next((gen[k] for k in ("max_gen_toks", "max_new_tokens", "max_tokens") if k in gen), DEFAULT_MAX_GEN_TOKS)
+    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 < budget <= 1_000_000:
+        return f"has max_gen_toks {str(budget)[:30]!r}, not a token count"
+    metrics = set(getattr(task, "_metric_fn_list", {}) or {})
+    if not metrics & {"exact_match", "acc"}:
+        return (f"scores by {', '.join(sorted(metrics)) or 'no metric'}; overmem's accuracy needs a right/wrong score "
+                "per row (exact_match or acc)")
     return None
 
 
@@ -157,6 +180,9 @@ def task_splits(ref: str, options: TaskOptions = TaskOptions()) -> dict[str, Spl
     recorded = str(Path(ref).expanduser().resolve()) if _is_path(ref) else ref
     out = {}
     for name, task in tasks.items():
+        safe_name(name, "lm-eval task name", DataError)
+        if canonical_split(name) != name:
+            raise DataError(f"lm-eval task {name!r} would be a split named like overmem's {canonical_split(name)}")
         if (why := _refusal(name, task)) is not None:
             raise DataError(f"lm-eval task {name} {why}")
         params = {"task": name, **options.to_json()}
@@ -164,45 +190,18 @@ def task_splits(ref: str, options: TaskOptions = TaskOptions()) -> dict[str, Spl
     return out
 
 
-def python_in(ref: str) -> Path | None:
-    """The first task YAML of ``ref`` (a file and what it includes, or every YAML of a folder)
-    that makes lm-eval import Python, else None. Conservative: the tag anywhere counts."""
-    path = Path(ref).expanduser().resolve()
-    todo = sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES) if path.is_dir() else [path]
-    seen: set[Path] = set()
-    while todo:
-        f = todo.pop()
-        if f in seen or not f.is_file():
-            continue
-        seen.add(f)
-        text = f.read_text(errors="replace")
-        if "!function" in text or "\nclass:" in f"\n{text}":
-            return f
-        todo += [(f.parent / inc).resolve() for inc in _includes(text)]
-    return None
-
-
-def _includes(text: str) -> list[str]:
-    import yaml
-
-    class Plain(yaml.SafeLoader):
-        pass
-
-    Plain.add_multi_constructor("!", lambda loader, suffix, node: None)
-    try:
-        cfg = yaml.load(text, Loader=Plain)  # noqa: S506 (a SafeLoader: no Python tags)
-    except yaml.YAMLError:
-        return []
-    inc = cfg.get("include") if isinstance(cfg, dict) else None
-    return [inc] if isinstance(inc, str) else [i for i in inc or [] if isinstance(i, str)]
-
-
-def _params(source: DataSource) -> tuple[str, TaskOptions]:
-    where = f"run.json: the lm-eval split {source.ref!r}"
+def check_source(source: DataSource) -> tuple[str, TaskOptions]:
+    """(task name, options) of a recorded lm-eval source; DataError naming what is wrong."""
+    where = f"the lm-eval split {source.ref!r}"
     name = source.params.get("task")
-    if not isinstance(name, str) or not name:
-        raise DataError(f"{where} names no task (params.task)")
+    if not isinstance(name, str) or not is_safe_name(name) or name.endswith(YAML_SUFFIXES):
+        raise DataError(f"{where} names no task by a plain name (params.task {str(name)[:60]!r})")
     return name, TaskOptions.from_params(source.params, where)
+
+
+def needs_command_line(source: DataSource) -> bool:
+    """True for a task file: loaded only when this command names it (see the module doc)."""
+    return _is_path(source.ref)
 
 
 class TaskSplit:
@@ -210,10 +209,12 @@ class TaskSplit:
     cut, scored and graded (see the module docstring)."""
 
     def __init__(self, source: DataSource, tokenizer, model_config=None, *, trusted: bool = False) -> None:
-        self.name, self.options = _params(source)
-        if _is_path(source.ref) and not trusted and (code := python_in(source.ref)) is not None:
-            raise DataError(f"the lm-eval task file {code} (named in run.json for split {self.name}) runs Python; "
-                            f"overmem runs it only when this command gives it: add --task {source.ref}")
+        self.name, self.options = check_source(source)
+        if needs_command_line(source) and not trusted:
+            raise DataError(f"split {self.name} is the lm-eval task file {source.ref}, which can run code; overmem "
+                            f"loads a task file only when the command names it: add --task {source.ref}")
+        if not needs_command_line(source) and self.name not in _manager(None).task_index:
+            raise DataError(f"lm-eval's registry has no task {self.name!r} (split {self.name})")
         tasks = _load(source.ref, [self.name])
         if self.name not in tasks:
             raise DataError(f"lm-eval task {source.ref!r} has no task {self.name!r} any more")
@@ -263,14 +264,24 @@ class TaskSplit:
             elif task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
-            task.build_all_requests(
-                rank=0, world_size=1, apply_chat_template=opts.apply_chat_template,
-                fewshot_as_multiturn=opts.fewshot_as_multiturn,
-                chat_template=self._chat if opts.apply_chat_template else None,
-                tokenizer_name=str(getattr(self.tokenizer, "name_or_path", "")).replace("/", "__")
-                if opts.apply_chat_template else "")
+            try:
+                self._build(task, opts)
+            except OvermemError:
+                raise
+            except Exception as exc:  # lm-eval raises anything from its sampler and templates
+                from overmem.data.diagnose import root_cause
+
+                raise DataError(f"lm-eval task {self.name}: cannot build its prompts ({root_cause(exc)})") from exc
             self._instances = sorted(task.instances, key=lambda inst: inst.doc_id)
         return self._instances
+
+    def _build(self, task, opts: TaskOptions) -> None:
+        task.build_all_requests(
+            rank=0, world_size=1, apply_chat_template=opts.apply_chat_template,
+            fewshot_as_multiturn=opts.fewshot_as_multiturn,
+            chat_template=self._chat if opts.apply_chat_template else None,
+            tokenizer_name=str(getattr(self.tokenizer, "name_or_path", "")).replace("/", "__")
+            if opts.apply_chat_template else "")
 
     def rows(self) -> list[dict]:
         """One row per document: the context as its query, ``target_delimiter + target`` as its
@@ -282,6 +293,8 @@ class TaskSplit:
             target = self.task.doc_to_target(inst.doc)
             if isinstance(target, list):
                 target = target[0] if target else ""
+            if isinstance(target, int) and self.task.get_config("doc_to_choice") is not None:
+                target = self.task.doc_to_choice(inst.doc)[target]  # an index into the choices: the choice
             rows.append({"query": inst.args[0], "response": delimiter + str(target), "answer": str(target),
                          "doc_id": inst.doc_id})
         return rows

@@ -19,7 +19,7 @@ from overmem.evaluation import perplexity
 from overmem.evaluation.context import RunContext
 from overmem.evaluation.definitions import Definitions, define
 from overmem.evaluation.generators import HFGenerator
-from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND
+from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND, needs_command_line
 from overmem.evaluation.options import EvalOptions
 from overmem.progress import EVAL, Failed, Finished, Listener, Note, Skipped, Started, counter, ignore
 from overmem.rundir import Metric, RunReader
@@ -45,6 +45,8 @@ class Evaluator:
         self.ctx = RunContext(self.reader, info, trust_remote_code=options.trust_remote_code, models=models,
                               device=options.device, trusted_tasks=given_tasks)
         self.specs = self._split_specs()
+        for split in self.specs:  # an lm-eval task that cannot be built is one line before any work
+            self.ctx.task(split)
         self._generator = None
         self._claim = None
         self._forced: set[str] = set()
@@ -53,13 +55,27 @@ class Evaluator:
     # -- setup -------------------------------------------------------------------
     def _split_specs(self) -> dict[str, SplitSpec]:
         defined = self.ctx.specs
-        wanted = ordered_splits(self.options.splits or defined)
+        wanted = ordered_splits(self.options.splits or self._loadable(defined))
         unknown = [s for s in wanted if s not in defined]
         if unknown:
             have = ", ".join(defined) or "none"
             raise UnknownSplit(f"split(s) {', '.join(unknown)} are not defined for this run (defined: {have}); "
                                "give --split-file NAME=PATH")
         return {s: defined[s] for s in wanted}
+
+    def _loadable(self, defined: dict[str, SplitSpec]) -> list[str]:
+        """Every defined split but lm-eval task files this command does not name (they can run
+        code: overmem.evaluation.lm_eval_tasks), each of those said once."""
+        out = []
+        for name, spec in defined.items():
+            if spec.source.kind == LM_EVAL_KIND and needs_command_line(spec.source) \
+                    and spec.source.ref not in self.ctx.trusted_tasks:
+                self.on_event(Note(EVAL, name, split=name, text=(
+                    f"split {name} (the lm-eval task file {spec.source.ref}) is skipped: a task file is loaded only "
+                    f"when the command names it (--task {spec.source.ref})")))
+            else:
+                out.append(name)
+        return out
 
     @property
     def template(self) -> PromptFormat:
@@ -71,9 +87,10 @@ class Evaluator:
             engine = {k: v for k, v in (("gpu_memory_utilization", o.gpu_memory_utilization),
                                         ("tensor_parallel_size", o.tensor_parallel_size)) if v is not None}
             # lm-eval tasks bring their own prompt lengths and token budgets: the engine takes the longest
-            tasks = [t for s in self.specs if (t := self.ctx.task(s)) is not None]
-            budget = max([o.max_new_tokens] + [t.max_new_tokens for t in tasks])
-            longest = max([self.ctx.max_len] + [t.max_length - t.max_new_tokens for t in tasks])
+            # (their longest prompt, not the model's whole context, which can be far beyond the KV cache)
+            tasks = [s for s in self.specs if self.ctx.task(s) is not None]
+            budget = max([o.max_new_tokens] + [self.ctx.task(s).max_new_tokens for s in tasks])
+            longest = max([self.ctx.max_len] + [len(self.ctx.prompt(r["query"], s)) for s in tasks for r in self.rows(s)])
             self._generator = self.ctx.generator(o.backend, checkpoints=self.reader.snapshot().checkpoints,
                                                  max_new_tokens=budget, batch_size=o.batch_size, max_len=longest,
                                                  **engine)

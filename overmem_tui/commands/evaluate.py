@@ -126,8 +126,8 @@ def _task_splits(tasks: list[str] | None, num_fewshot: int | None, chat: bool, m
         return {}
     if multiturn and not chat:
         raise UsageError("--fewshot-as-multiturn goes with --apply-chat-template (as in lm-eval)")
-    if num_fewshot is not None and num_fewshot < 0:
-        raise UsageError("--num-fewshot must be 0 or more")
+    if num_fewshot is not None and not 0 <= num_fewshot <= 1000:
+        raise UsageError(f"--num-fewshot must be 0 to 1000, got {num_fewshot}")
     from overmem.evaluation.lm_eval_tasks import TaskOptions, task_splits
 
     options = TaskOptions(num_fewshot, chat, multiturn)
