@@ -121,3 +121,17 @@ def require_vllm() -> None:
         # make test on an NVIDIA machine installs the CUDA build; the suite hides the GPUs (conftest.py)
         pytest.skip(f"vLLM's GPU build ({', '.join(dists)}) with the suite pinned to the CPU: "
                     "benchmarks/gpu_check.sh checks vLLM on the GPU")
+
+
+def tiny_reward_model(path: Path, tok) -> Path:
+    """A tiny random Llama reward model (one score) saved with ``tok`` at ``path``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, head_dim=32, num_labels=1,
+                      pad_token_id=tok.pad_token_id)
+    LlamaForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -13,6 +13,7 @@ from overmem.evaluation.runner import EvalOptions, Evaluator
 from overmem.probes.compare import probe_json, probe_rows
 from overmem.probes.mia import token_scores
 from overmem.probes.robustness import PREAMBLES
+from tests.helpers import tiny_reward_model
 from overmem.probes.runner import ProbeOptions, ProbeRunner
 from overmem.selection import resolve_checkpoints
 from overmem.rundir import RunDir, load_run
@@ -55,18 +56,9 @@ def test_min_k_plus_plus_token_scores_against_loops():
 
 
 def _reward_model(path):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     from overmem.models.loading import load_tokenizer, resolve_base
 
-    tok = load_tokenizer(resolve_base("tiny"))
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, head_dim=32, num_labels=1,
-                      pad_token_id=tok.pad_token_id)
-    LlamaForSequenceClassification(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_reward_model(path, load_tokenizer(resolve_base("tiny")))
 
 
 def _recorded(run, names) -> dict:

@@ -14,7 +14,7 @@ import torch
 
 from overmem.evaluation.hf_generate import _logprob_recorder, _stop_options, sample, sample_batch
 from overmem.probes import diversity
-from tests.helpers import word_tokenizer
+from tests.helpers import tiny_reward_model, word_tokenizer
 
 TEMPERATURE = 0.7  # not 1, so a tempered log-probability would differ from the untempered one
 CORPUS = ["### Instruction: add the apples and the pears", "### Response: she has 12 apples and 4 pears",
@@ -175,18 +175,10 @@ CHAT_TEMPLATE = ("{% for m in messages %}<s> {{ 'a' if m['role'] == 'user' else 
 
 def _reward_model(path, chat: bool):
     """A tiny random Llama reward model (one score) with a word tokenizer, with or without a chat template."""
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
     tok = word_tokenizer()
     if chat:
         tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, head_dim=32, num_labels=1,
-                      pad_token_id=tok.pad_token_id)
-    LlamaForSequenceClassification(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_reward_model(path, tok)
 
 
 def _best_of_n(monkeypatch, path, rows, side):
