@@ -73,8 +73,14 @@ def init_dist(group: bool = False) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local, device=device, owns_group=owns)
 
 
-def close_dist(d: Dist) -> None:
+def close_dist(d: Dist, finished: bool = False) -> None:
+    """Destroy the process group this process made. After a finished training every rank waits
+    for the others first: a rank that tears the group down while another still talks to it
+    aborts (gloo: "terminate called without an active exception"). After a failure it does not
+    wait, since the others may never arrive."""
     import torch.distributed as dist
 
     if d.owns_group and dist.is_available() and dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

@@ -213,18 +213,21 @@ class Training:
     # -- main --------------------------------------------------------------------
     def run(self) -> Path:
         self.dist = init_dist(group=self.cfg.fsdp)
+        finished = False
         try:  # the main process holds the run's training lease throughout (ownership.py)
             lease = take_run(self.rundir, self.resume) if self.dist.main else None
             with lease.heartbeat() if lease is not None else nullcontext():
                 try:
                     self._setup()
-                    return self._train()
+                    path = self._train()
+                    finished = True
+                    return path
                 except BaseException:
                     if self.dist.main and self.started:  # a refused start leaves the run as it was
                         self.rundir.set_status(STATUS_FAILED)
                     raise
         finally:
-            close_dist(self.dist)
+            close_dist(self.dist, finished)
 
     def _train(self) -> Path:
         import torch
