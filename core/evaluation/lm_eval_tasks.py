@@ -74,13 +74,11 @@ class TaskOptions:
 
 def require_lm_eval() -> None:
     """UsageError saying how to install lm-eval when it is missing or not a tested 0.4.x."""
-    from importlib import metadata
-
-    from importlib.util import find_spec
+    from importlib import metadata, util
 
     try:
         version = metadata.version("lm_eval")
-        if find_spec("lm_eval") is None:
+        if util.find_spec("lm_eval") is None:
             raise ImportError("lm_eval")
     except (ImportError, metadata.PackageNotFoundError) as exc:
         raise UsageError(f"--task needs lm-evaluation-harness, which is not installed: {INSTALL}") from exc
