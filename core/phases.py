@@ -19,6 +19,18 @@ the run's minimum log-ppl by a factor. A factor on log-ppl
 means the same for an 8B model at test ppl 3-5 and for a tiny model near 1.2; a
 factor on raw ppl does not (the paper's 4.5x ppl is ~2.4x log-ppl; the tiny
 demo's 1.2x ppl can be 2x log-ppl).
+
+Where two checkpoints were graded on the same rows (records with per-row grades),
+"clearly below" is the paired test: the mean of the per-row differences on the rows
+both graded, with McNemar's standard error (it counts only the rows where they
+disagree, so it is tighter than two independent binomials), Agresti-Min adjusted
+(half a pseudo-row each way and one tie, so zero disagreements out of 50 still has a
+spread). The best is a window of up to three checkpoints; its per-row value is their
+mean. An accuracy is also high when the difference is shown to lie within the
+equivalence margin ``acc_margin`` (its upper bound at z standard errors is at most the
+margin): a checkpoint shown to be within 2 points of the best is practically as good,
+even when a large sample proves it slightly below. Under adaptive evaluation each look
+tests at its share of the error rate (overmem.sequential).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Sequence
 
+from overmem.sequential import look_z
 from overmem.units import fmt_pct, fmt_points
 
 # Log-ppl below this counts as this (a perfect model's log-ppl is 0, and every
@@ -82,6 +95,7 @@ class Thresholds:
     z: float = 2.0  # accuracy "clearly below": more than z binomial SE of the difference
     rel_tol: float = 0.10  # without sample counts: more than 10% below the best
     min_gain: float = 0.02  # the best accuracy must rise this much above the base's to count as learned
+    acc_margin: float = 0.02  # equivalence margin: shown within this of the best is high (see the module doc)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,8 +103,8 @@ class Thresholds:
     def describe(self) -> str:
         """The thresholds in one sentence, as every front end prints them with results."""
         return (f"ppl factor {self.ppl_factor:g}x and band {self.band:g}x on log-ppl; accuracy clearly below the best "
-                f"at {self.z:g} SE ({self.rel_tol:.0%} without n), and learned only {fmt_points(self.min_gain)} or "
-                "more above the base's")
+                f"at {self.z:g} SE ({self.rel_tol:.0%} without n) unless shown within {fmt_points(self.acc_margin)}, "
+                f"and learned only {fmt_points(self.min_gain)} or more above the base's")
 
     def validate(self) -> "Thresholds":
         from overmem.errors import UsageError
@@ -108,6 +122,8 @@ class Thresholds:
             raise UsageError(f"relative tolerance must be in [0, 1), got {self.rel_tol}")
         if not 0 <= self.min_gain < 1:
             raise UsageError(f"min gain must be in [0, 1), got {self.min_gain}")
+        if not 0 <= self.acc_margin < 1:
+            raise UsageError(f"accuracy margin must be in [0, 1), got {self.acc_margin}")
         return self
 
 
@@ -127,6 +143,14 @@ class Point:
     mergeable: bool = True
     base: bool = False  # the base model (epoch 0): what finetuning has to improve on
     parents: tuple[str, ...] = ()  # a merge's inputs
+    grades: str | None = None  # per-row grades of the accuracy (overmem.rundir.lines.Metric.grades)
+    looks: int | None = None  # adaptive evaluation: the look the accuracy is at (overmem.sequential)
+    members: tuple["Point", ...] = ()  # the smoothed best: the checkpoints of its window
+
+    @property
+    def complete(self) -> bool:
+        """Every gradable row graded (always, without per-row grades)."""
+        return self.grades is None or "." not in self.grades
 
 
 @dataclass(frozen=True)
@@ -165,14 +189,89 @@ def log_ratio(ppl: float, min_ppl: float) -> float:
     return log_ppl(ppl) / log_ppl(min_ppl)
 
 
-def accuracy_is_high(acc: float, n: int | None, best: float, best_n: int | None, t: Thresholds) -> bool:
-    """True unless ``acc`` is clearly below ``best`` (see module doc)."""
+def accuracy_is_high(acc: float, n: int | None, best: float, best_n: int | None, t: Thresholds,
+                     z: float | None = None) -> bool:
+    """True unless ``acc`` is clearly below ``best`` on independent samples, or when shown
+    within the margin (see module doc); ``z`` defaults to the thresholds'."""
     if acc >= best:
         return True
     if n and best_n:
         se = math.sqrt(best * (1 - best) / best_n + acc * (1 - acc) / n)
-        return se > 0 and (best - acc) <= t.z * se
+        return _high(best - acc, se, t.z if z is None else z, t)
     return acc >= best * (1 - t.rel_tol)
+
+
+def _high(gap: float, se: float, z: float, t: Thresholds) -> bool:
+    """Not clearly below (gap within ``z`` standard errors), or shown within the margin (at the thresholds' z)."""
+    return gap - z * se <= 0 or gap + t.z * se <= t.acc_margin
+
+
+@dataclass(frozen=True)
+class Gap:
+    """How far a checkpoint's accuracy is below the best's, as its test sees it."""
+
+    gap: float  # best - this: on the shared rows (paired) or on each one's own rows
+    se: float | None  # its standard error (None: no sample counts)
+    z: float  # the z it is judged at (overmem.sequential under adaptive evaluation)
+    paired: int  # rows compared pairwise (0: independent samples)
+
+    def below(self) -> bool:
+        """Clearly below: more than z standard errors."""
+        return self.se is not None and self.gap - self.z * self.se > 0
+
+    def within(self, t: Thresholds) -> bool:
+        """Shown within the equivalence margin: the upper bound at the thresholds' z (not the
+        look's: see overmem.sequential) is at most ``t.acc_margin``."""
+        return self.se is not None and self.gap + t.z * self.se <= t.acc_margin
+
+
+def paired_gap(p: Point, members: Sequence[Point]) -> tuple[float, float, int] | None:
+    """(mean difference, McNemar standard error, rows) of ``members``' mean grade minus ``p``'s,
+    on the rows ``p`` and at least one member graded; None without per-row grades or when
+    they cover under 90% of ``p``'s rows. Agresti-Min: half a pseudo-row of difference +1
+    and -1 and one tie, so the error is never 0."""
+    mine = p.grades
+    theirs = [m.grades for m in members if m.grades is not None and mine is not None and len(m.grades) == len(mine)]
+    if not theirs:
+        return None
+    total = squares = 0.0
+    rows = own = 0
+    for i, g in enumerate(mine):
+        if g != "1" and g != "0":
+            continue
+        own += 1
+        seen = [other[i] for other in theirs if other[i] == "1" or other[i] == "0"]
+        if not seen:
+            continue
+        d = seen.count("1") / len(seen) - (g == "1")
+        total += d
+        squares += d * d
+        rows += 1
+    if not rows or rows < 0.9 * own:
+        return None
+    m = rows + 2
+    mean = total / m
+    return mean, math.sqrt(max((squares + 1) / m - mean * mean, 0.0) / m), rows
+
+
+def gap_to_best(p: Point, best: Point, t: Thresholds) -> Gap:
+    """``p``'s test against the best: paired on shared rows when both have per-row grades,
+    else on independent samples, else without counts."""
+    z = look_z(t.z, p.looks, p.complete)
+    pair = paired_gap(p, best.members or (best,))
+    if pair is not None:
+        return Gap(pair[0], pair[1], z, pair[2])
+    if p.n and best.n:
+        return Gap(best.acc - p.acc, math.sqrt(best.acc * (1 - best.acc) / best.n + p.acc * (1 - p.acc) / p.n), z, 0)
+    return Gap(best.acc - p.acc, None, z, 0)
+
+
+def point_is_high(p: Point, best: Point, t: Thresholds) -> bool:
+    """``p``'s accuracy is high against ``best`` (see the module doc)."""
+    g = gap_to_best(p, best, t)
+    if g.paired:
+        return not g.below() or g.within(t)
+    return accuracy_is_high(p.acc, p.n, best.acc, best.n, t, g.z)
 
 
 def _ac_variance(acc: float, n: int, z: float) -> float:
@@ -216,7 +315,7 @@ def smoothed_best(points: Sequence[Point], t: Thresholds = Thresholds()) -> Poin
         else:
             n, acc = None, sum(w.acc for w in window) / len(window)
         if best is None or acc > best.acc:
-            best = Point(p.name, p.ppl, acc, n, p.on_trajectory, p.mergeable)
+            best = Point(p.name, p.ppl, acc, n, p.on_trajectory, p.mergeable, members=tuple(window))
     return best
 
 
@@ -233,7 +332,7 @@ def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
     # only once a finetuned checkpoint has accuracy can it have failed to rise above the base
     learned = best_p is None or not any(not p.base for p in with_acc) or rose_above(best_p, base, t)
     high = {
-        p.name: learned and accuracy_is_high(p.acc, p.n, best_p.acc, best_p.n, t)
+        p.name: learned and point_is_high(p, best_p, t)
         for p in points
         if p.acc is not None and best_p is not None
     }

@@ -65,6 +65,8 @@ def points_for(rows: tuple[CheckpointValues, ...], split: str | None) -> list[Po
                 ppl=values.ppl if values else None,
                 acc=values.acc if values else None,
                 n=values.n if values else None,
+                grades=values.grades if values else None,
+                looks=values.looks if values else None,
                 on_trajectory=row.checkpoint.on_trajectory,
                 mergeable=row.checkpoint.kind != KIND_BASE and row.checkpoint.path is not None,
                 base=row.checkpoint.kind == KIND_BASE,

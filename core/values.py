@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from overmem.errors import UnknownMetric
-from overmem.rundir.lines import TRAINER_METRIC, ordered_splits
+from overmem.rundir.lines import TRAINER_METRIC, Metric, ordered_splits
 from overmem.rundir.records import CheckpointInfo, Run
 
 # Preference among ppl aggregates. "mean": the mean of per-sample perplexities (the
@@ -39,6 +39,8 @@ class SplitValues:
     n: int | None = None
     ppl_n: int | None = None
     ppl_aggregate: str | None = None
+    grades: str | None = None  # accuracy's per-row grades (overmem.rundir.lines.Metric.grades)
+    looks: int | None = None  # the adaptive look the accuracy is at (None: a fixed-n evaluation)
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ def accuracy_series(run: Run, name: str | None) -> dict[str, str]:
     return found
 
 
-def _latest(run: Run, accuracy: Mapping[str, str] = {}) -> dict[tuple, tuple]:
-    """(checkpoint, split, metric, aggregate) -> (value, n) of the latest ppl and accuracy records;
+def _latest(run: Run, accuracy: Mapping[str, str] = {}) -> dict[tuple, Metric]:
+    """(checkpoint, split, metric, aggregate) -> the latest ppl and accuracy records;
     ``accuracy`` (split -> a Trainer metric) stands in for overmem's accuracy on its splits."""
     latest: dict[tuple, tuple] = {}
     for m in run.metrics:
@@ -111,13 +113,13 @@ def _latest(run: Run, accuracy: Mapping[str, str] = {}) -> dict[tuple, tuple]:
                 if not 0.0 <= m.value <= 1.0:
                     raise UnknownMetric(f"--acc-metric {m.metric[len(TRAINER_METRIC):]} is not an accuracy: "
                                         f"{m.checkpoint} logged {m.value} on {m.split} (accuracy is 0 to 1, or %)")
-                latest[(m.checkpoint, m.split, OWN_ACC, m.aggregate)] = (m.value, m.n)
+                latest[(m.checkpoint, m.split, OWN_ACC, m.aggregate)] = m
         elif m.metric in ("ppl", OWN_ACC):
-            latest[(m.checkpoint, m.split, m.metric, m.aggregate)] = (m.value, m.n)
+            latest[(m.checkpoint, m.split, m.metric, m.aggregate)] = m
     return latest
 
 
-def choose_aggregates(latest: dict[tuple, tuple], preferred: str = "mean") -> dict[str, Aggregate]:
+def choose_aggregates(latest: dict[tuple, Metric], preferred: str = "mean") -> dict[str, Aggregate]:
     """Per split, the one ppl aggregate its checkpoints are compared on (see the module doc)."""
     order = (preferred,) + tuple(a for a in PPL_AGGREGATES if a != preferred)
     have: dict[str, dict[str, set]] = {}
@@ -145,12 +147,12 @@ def build_rows(run: Run, ppl_aggregate: str = "mean", accuracy: Mapping[str, str
     latest = _latest(run, accuracy)
     aggregates = choose_aggregates(latest, ppl_aggregate)
     values: dict[str, dict[str, dict]] = {}
-    for (ckpt, split, metric, aggregate), (value, n) in latest.items():
+    for (ckpt, split, metric, aggregate), m in latest.items():
         cell = values.setdefault(ckpt, {}).setdefault(split, {})
         if metric == "acc":
-            cell["acc"], cell["n"] = value, n
+            cell.update(acc=m.value, n=m.n, grades=m.grades, looks=m.looks)
         elif aggregate == aggregates[split].name:
-            cell.update(ppl=value, ppl_n=n, ppl_aggregate=aggregate)
+            cell.update(ppl=m.value, ppl_n=m.n, ppl_aggregate=aggregate)
     known = {c.name for c in run.checkpoints}
     checkpoints = list(run.checkpoints) + [
         CheckpointInfo(name=name, kind="unknown") for name in values if name not in known

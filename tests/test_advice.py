@@ -85,7 +85,8 @@ def test_no_merge_without_purple_and_merge_skips_the_base():
 def test_summary_json_has_the_documented_shape():
     obj = summary_json(summarize(load_run(DATA / "paper_run")))
     assert {"run", "split", "thresholds", "checkpoints", "recommended", "merge", "reasons"} <= set(obj)
-    assert obj["thresholds"] == {"ppl_factor": 1.5, "band": 1.25, "z": 2.0, "rel_tol": 0.1, "min_gain": 0.02}
+    assert obj["thresholds"] == {"ppl_factor": 1.5, "band": 1.25, "z": 2.0, "rel_tol": 0.1, "min_gain": 0.02,
+                                 "acc_margin": 0.02}
     ep3 = next(c for c in obj["checkpoints"] if c["name"] == "ep3")
     assert {"name", "epoch", "step", "phase", "metrics"} <= set(ep3)
     assert ep3["metrics"]["val"]["ppl"] == 3.1 and ep3["metrics"]["val"]["acc"] == 0.74

@@ -53,6 +53,10 @@ class Metric:
     time: float = 0.0
     probe: str | None = None
     replaces: bool = False  # a deliberate re-evaluation (eval --force): supersedes earlier records of its key
+    # accuracy only: each row of the split in order, "1" right, "0" wrong, "." not generated yet,
+    # "-" no gold answer (the paired test of overmem.phases compares checkpoints on shared rows)
+    grades: str | None = None
+    looks: int | None = None  # adaptive evaluation: the look this record is (overmem.adaptive), else None
 
     def key(self) -> tuple:
         return (self.checkpoint, self.split, self.metric, self.aggregate, self.probe)
@@ -72,6 +76,10 @@ class Metric:
             out["probe"] = self.probe
         if self.replaces:
             out["replaces"] = True
+        if self.grades is not None:
+            out["grades"] = self.grades
+        if self.looks is not None:
+            out["looks"] = self.looks
         return out
 
     @classmethod
@@ -87,6 +95,10 @@ class Metric:
         n = count(obj, "n")
         if n == 0 and metric in EVAL_METRICS and not probe:
             raise RecordError(f"checkpoint {checkpoint}, split {split}: {metric} over n 0 rows is no measurement")
+        grades = _grades(obj, metric, float(value), n, f"checkpoint {checkpoint}, split {split}")
+        looks = count(obj, "looks")
+        if looks is not None and not 1 <= looks <= MAX_LOOKS:
+            raise RecordError(f"checkpoint {checkpoint}, split {split}: looks {looks} is not 1 to {MAX_LOOKS}")
         return cls(
             checkpoint=checkpoint,
             split=split,
@@ -97,7 +109,41 @@ class Metric:
             time=number(obj, "time", optional=True) or 0.0,
             probe=safe_name(probe, "probe name", RecordError) if probe else None,
             replaces=typed(obj, "replaces", (bool,), False),
+            grades=grades,
+            looks=looks,
         )
+
+
+GRADE_RIGHT, GRADE_WRONG, GRADE_PENDING, GRADE_NONE = "1", "0", ".", "-"
+MAX_GRADES = 10_000_000  # rows of one split an accuracy record can grade
+MAX_LOOKS = 64
+
+
+def grade_string(n_rows: int, correct: dict[int, bool], gradable) -> str:
+    """The ``grades`` of a record: row i is right, wrong, pending or without gold answer."""
+    return "".join(GRADE_NONE if i not in gradable else GRADE_PENDING if i not in correct
+                   else GRADE_RIGHT if correct[i] else GRADE_WRONG for i in range(n_rows))
+
+
+def extends(grades: str | None, earlier: str | None) -> bool:
+    """``grades`` keeps every row ``earlier`` graded, with the same grade (a later look)."""
+    if grades is None or earlier is None or len(grades) != len(earlier):
+        return False
+    return all(old == new for old, new in zip(earlier, grades) if old == GRADE_RIGHT or old == GRADE_WRONG)
+
+
+def _grades(obj: dict, metric: str, value: float, n: int | None, where: str) -> str | None:
+    """A record's per-row grades, checked against its value and n (a record someone else wrote)."""
+    grades = typed(obj, "grades", (str,), None)
+    if grades is None:
+        return None
+    if metric != METRIC_ACC or len(grades) > MAX_GRADES or set(grades) - set("10.-"):
+        raise RecordError(f"{where}: grades {shown(grades)} is not a {METRIC_ACC} record's string of 1, 0, . and -")
+    right, wrong = grades.count(GRADE_RIGHT), grades.count(GRADE_WRONG)
+    if n != right + wrong or abs(value - right / max(n, 1)) > 1e-9:
+        raise RecordError(f"{where}: grades hold {right} right of {right + wrong}, not {metric} {shown(value)} "
+                          f"over n {shown(n)}")
+    return grades
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from overmem.rundir.io import TOO_LONG, JsonlTail, parse_json, read_json
 from overmem.rundir.writer import CHECKPOINT_JSON, RUN_JSON
 from overmem.rundir.records import KIND_BASE, KIND_MERGE, CheckpointInfo, Metric, Run, RunInfo, TrainLog
 from overmem.rundir.fields import RecordError
-from overmem.rundir.lines import Replaced, Stop, add_train_record, record_from_json
+from overmem.rundir.lines import Replaced, Stop, add_train_record, extends, record_from_json
 from overmem.rundir.outputs import read_marker
 from overmem.rundir.names import is_safe_name, printable, real_path, unsafe_reason
 
@@ -143,15 +143,17 @@ class RunReader:
 
     def _add_metric(self, record: Metric, lineno: int) -> None:
         """Keep every record (the latest of a key counts); a key recorded again with another
-        value is a problem unless the new record says it replaces the old (eval --force)."""
+        value is a problem unless the new record says it replaces the old (eval --force) or
+        grades more rows, keeping every grade of the old (an adaptive evaluation's next look)."""
         key = record.key()
         before = self._seen.get(key)
-        if before is not None and before[0] != record.value and not record.replaces:
+        if before is not None and before[0] != record.value and not record.replaces \
+                and not extends(record.grades, before[2]):
             self._line_problems.append(
                 f"metrics.jsonl:{lineno}: {record.checkpoint} {record.split} {record.metric}"
                 f"{f' ({record.aggregate})' if record.aggregate else ''} = {record.value:.6g} was already recorded "
                 f"as {before[0]:.6g} on line {before[1]}; the later record counts")
-        self._seen[key] = (record.value, lineno)
+        self._seen[key] = (record.value, lineno, record.grades)
         self._metrics.append(record)
 
     def _scan_checkpoints(self) -> bool:

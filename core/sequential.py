@@ -1,0 +1,54 @@
+"""How strict each look of an adaptive evaluation is: a Bonferroni split of the fixed-n test's error.
+
+The fixed-n test calls a checkpoint's accuracy "clearly below" the best at ``z``
+standard errors: under equal accuracies it is wrong with probability alpha =
+P(Z > z) (one-sided; 2.3% at z 2). An adaptive evaluation (overmem.adaptive) looks at
+a checkpoint after each step of a fixed schedule of row counts and may stop there,
+and every look is one more chance of a wrong call. So each look before the last
+tests at alpha / 20 (z 3.05 at the default z 2), and the look at the whole split
+tests at what is left, alpha - (looks before it) x alpha / 20: by the union bound the
+chance of a wrong "clearly below" over all looks is at most alpha, the fixed-n
+test's. At most ``MAX_INTERIM`` looks come before the last, so the last keeps at
+least half of alpha (z 2.14 after six looks, the schedule of 1,319 rows).
+
+Stopping because the difference is shown within the equivalence margin makes no
+"clearly below" call (it calls the checkpoint high), so it tests at ``z`` at every look;
+its cost is on the other side: a checkpoint a lucky look shows within the margin may
+be a little more than the margin below, and is called high.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+INTERIM_SHARE = 1 / 20  # of alpha, spent by each look before the last
+MAX_INTERIM = 10  # looks before the last: the last keeps at least half of alpha
+
+
+def alpha(z: float) -> float:
+    """One-sided error rate of a z test: P(Z > z)."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def z_for(error: float) -> float:
+    """The z whose one-sided error rate is ``error``."""
+    return NormalDist().inv_cdf(1 - error)
+
+
+def interim_z(z: float) -> float:
+    """The z a look before the last tests at."""
+    return z_for(alpha(z) * INTERIM_SHARE)
+
+
+def final_z(z: float, looks: int) -> float:
+    """The z of the look at the whole split when it is look number ``looks`` (1: the only one, z itself)."""
+    spent = min(max(looks - 1, 0), MAX_INTERIM) * INTERIM_SHARE
+    return z_for(alpha(z) * (1 - spent))
+
+
+def look_z(z: float, looks: int | None, complete: bool) -> float:
+    """The z an accuracy is judged at: ``z`` for a fixed-n evaluation (``looks`` None), else its look's."""
+    if looks is None:
+        return z
+    return final_z(z, looks) if complete else interim_z(z)
