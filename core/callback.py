@@ -145,7 +145,7 @@ class OvermemCallback(TrainerCallback):
     def __init__(self, run_dir: str | os.PathLike, *, tokenizer=None, splits: dict | None = None,
                  template: str | dict | None = None, system: str | None = None, max_new_tokens: int = 256,
                  batch_size: int = 16, answer_format: str = "auto", base_model: str | None = None,
-                 stop_at: str = "none", patience: int = DEFAULT_PATIENCE):
+                 stop_at: str = "none", patience: int = DEFAULT_PATIENCE, adaptive: bool = False):
         """``splits``: name -> rows, in any shape ``overmem eval --split-file`` reads (see the module
         doc), checked here: DataError naming the split and what its rows lack. ``template``:
         alpaca | chat | raw | a template file, or a PromptFormat's JSON form; None: as overmem
@@ -153,7 +153,8 @@ class OvermemCallback(TrainerCallback):
         prompt/completion text as is, fields through Alpaca); the same rendering as overmem
         eval's. ``stop_at="purple"``: stop the training once ``patience`` evaluated checkpoints
         in a row are over-memorized (overmem.stopping), at a save, never before the checkpoint
-        to keep."""
+        to keep. ``adaptive``: generate each save's rows only as far as its verdict needs
+        (overmem.adaptive), while its weights are in memory."""
         check_stop_rule(stop_at, patience)
         self.stop_at = stop_at
         self.patience = patience
@@ -168,6 +169,7 @@ class OvermemCallback(TrainerCallback):
         self.system = system
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.adaptive = adaptive
         self.answer_format = answer_format
         self.base_model = base_model
         self._evaluator = None
@@ -367,7 +369,7 @@ class OvermemCallback(TrainerCallback):
         from overmem.evaluation.options import EvalOptions
 
         options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
-                              batch_size=self.batch_size, backend="hf")
+                              batch_size=self.batch_size, backend="hf", adaptive=self.adaptive)
         if max(1, args.world_size) > 1:
             from overmem.evaluation.runner import Evaluator
 

@@ -67,10 +67,10 @@ def marks_for(summary: Summary, name: str) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # "<split>-ppl", "<split>-acc", "<split>-trainer/<metric>"
+    key: str  # "<split>-ppl", "<split>-acc", "<split>-n", "<split>-trainer/<metric>"
     title: str
     split: str
-    metric: str  # ppl | acc | trainer/<name>
+    metric: str  # ppl | acc | n (rows the accuracy counts) | trainer/<name>
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ def columns_of(summary: Summary, trainer: dict) -> tuple[Column, ...]:
         if any(r.get(split).acc is not None for r in summary.rows):
             cols.append(Column(f"{split}-acc", f"{split} acc%", split, "acc"))
             own.add(split)
+            if len({r.get(split).n for r in summary.rows if r.get(split).acc is not None}) > 1:
+                # rows generated differ (eval --adaptive, --limit): each accuracy's n is shown
+                cols.append(Column(f"{split}-n", f"{split} n", split, "n"))
     for split, metric in sorted({(s, m) for _, s, m in trainer if s not in own}):
         name = metric[len(TRAINER_METRIC):]
         cols.append(Column(f"{split}-{metric}", f"{split} {name} (trainer)", split, metric))
@@ -115,6 +118,9 @@ def _cell(row: CheckpointValues, col: Column, trainer: dict) -> str:
         return fmt_ppl(row.get(col.split).ppl)
     if col.metric == "acc":
         return fmt_pct(row.get(col.split).acc)
+    if col.metric == "n":
+        v = row.get(col.split)
+        return "-" if v.acc is None or v.n is None else str(v.n)
     value = trainer.get((row.name, col.split, col.metric))
     return "-" if value is None else f"{value:.4g}"
 

@@ -26,6 +26,9 @@ ZOpt = Annotated[
 MinGainOpt = Annotated[
     float, typer.Option("--min-gain", help="Accuracy counts as learned only this far (a fraction) above the base's.")
 ]
+AccMarginOpt = Annotated[
+    float, typer.Option("--acc-margin", help="Equivalence margin (a fraction): accuracy shown within it of the best is high, and adaptive evaluation stops there.")
+]
 AccMetricOpt = Annotated[
     Optional[str],
     typer.Option("--acc-metric", help="A metric your Trainer logged that is generation accuracy (eval_accuracy, "

@@ -49,7 +49,7 @@ class EvaluateAfterCheckpoint:
             defaults = EvalOptions()
             options = EvalOptions(max_new_tokens=int(opts.get("max_new_tokens", defaults.max_new_tokens)),
                                   batch_size=int(opts.get("batch_size", defaults.batch_size)),
-                                  limit=opts.get("limit"))
+                                  limit=opts.get("limit"), adaptive=opts.get("adaptive") is True)
             self._evaluator = live_evaluator(training.rundir.path, training.model, training.tokenizer,
                                              training.dist.device, options)
         self._evaluator.evaluate_one(name)

@@ -8,6 +8,7 @@ from overmem.errors import UsageError
 from overmem.evaluation.generators import BACKENDS
 from overmem.models.loading import check_device
 from overmem.params import require
+from overmem.phases import Thresholds
 from overmem.rundir.claims import CLAIM_TIMEOUT
 from overmem.rundir.lines import EVAL_METRICS
 
@@ -35,6 +36,8 @@ class EvalOptions:
     steal_claims: bool = False  # evaluate checkpoints other evaluators claim (a human who knows better)
     claim_timeout: float = CLAIM_TIMEOUT  # a claim without a heartbeat this long is taken over
     trust_remote_code: bool = False  # this invocation allows a model folder's own code (never the run's record)
+    adaptive: bool = False  # generate each checkpoint only as far as its verdict needs (overmem.adaptive)
+    thresholds: Thresholds = Thresholds()  # what the adaptive plan decides with (as recommend would)
 
     def validate(self) -> "EvalOptions":
         """UsageError for the first option out of range, before anything is loaded or written."""
@@ -49,4 +52,5 @@ class EvalOptions:
         require("--gpu-memory-utilization", self.gpu_memory_utilization, float, low=0, low_open=True, high=1)
         require("--claim-timeout", self.claim_timeout, float, low=0, low_open=True)
         check_device(self.device, self.tensor_parallel_size or 1)
+        self.thresholds.validate()
         return self

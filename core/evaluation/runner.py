@@ -23,7 +23,7 @@ from overmem.evaluation.lm_eval_tasks import LM_EVAL_KIND, needs_command_line
 from overmem.evaluation.options import EvalOptions
 from overmem.progress import EVAL, Failed, Finished, Listener, Note, Skipped, Started, counter, ignore
 from overmem.rundir import Metric, RunReader
-from overmem.rundir.lines import MEAN, METRIC_ACC, METRIC_PPL, ordered_splits
+from overmem.rundir.lines import MEAN, METRIC_ACC, METRIC_PPL, grade_string, ordered_splits
 from overmem.rundir.samples import GenSample, PplSample
 from overmem.merging.format import check_weights
 from overmem.rundir.checkpoint import adapter_config, is_adapter
@@ -48,8 +48,17 @@ class Evaluator:
         for split in self.specs:  # an lm-eval task that cannot be built is one line before any work
             self.ctx.task(split)
         self._generator = None
+        self.generated_tokens = self.generated_rows = 0  # by this evaluator (benchmarks/adaptive.py, tests)
         self._claim = None
         self._forced: set[str] = set()
+        self._rounds = None
+        if options.adaptive:
+            from overmem.evaluation.rounds import Rounds
+
+            self._rounds = Rounds(self)
+            if METRIC_ACC not in options.metrics:
+                self.on_event(Note(EVAL, text="--adaptive: nothing to adapt with --metrics ppl (perplexity is "
+                                              "measured on every row); evaluating in full"))
         self.failed: dict[str, str] = {}  # checkpoint -> why it could not be evaluated (not retried)
 
     # -- setup -------------------------------------------------------------------
@@ -111,6 +120,20 @@ class Evaluator:
         # overmem's own records (aggregate "mean"); an HF Trainer's eval_loss (token ppl) or
         # accuracy logged through OvermemCallback does not count as evaluated
         done = {(m.checkpoint, m.split, m.metric) for m in run.metrics if m.probe is None and m.aggregate == MEAN}
+        out = []
+        # under --adaptive, accuracy is planned in rounds (overmem.evaluation.rounds)
+        metrics = [m for m in self.options.metrics if not (self.options.adaptive and m == METRIC_ACC)]
+        for ckpt in self.candidates(run, names):
+            redo = self.options.force and ckpt.name not in self._forced  # --force: once per checkpoint
+            need = [(s, m) for s in self.specs for m in metrics
+                    if (m != METRIC_ACC or self.gradable(s)) and (redo or (ckpt.name, s, m) not in done)]
+            if need:
+                out.append((ckpt, need))
+        return out
+
+    def candidates(self, run: Run, names: tuple[str, ...] | None = None) -> list[CheckpointInfo]:
+        """The checkpoints of ``names`` (default: the options' checkpoints, else all) that can be
+        evaluated: the base, or a checkpoint with a folder, that has not failed."""
         chosen = run.checkpoints
         wanted = names if names is not None else self.options.checkpoints
         if wanted is not None:
@@ -119,22 +142,21 @@ class Evaluator:
             if missing:
                 raise UnknownCheckpoint(f"no checkpoint(s) {', '.join(missing)} in {run.path}")
             chosen = [c for c in run.checkpoints if c.name in wanted]
-        out = []
-        for ckpt in chosen:
-            if (ckpt.path is None and not ckpt.is_base) or ckpt.name in self.failed:
-                continue
-            redo = self.options.force and ckpt.name not in self._forced  # --force: once per checkpoint
-            need = [(s, m) for s in self.specs for m in self.options.metrics
-                    if (m != METRIC_ACC or self.gradable(s)) and (redo or (ckpt.name, s, m) not in done)]
-            if need:
-                out.append((ckpt, need))
-        return out
+        return [c for c in chosen if (c.path is not None or c.is_base) and c.name not in self.failed]
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate_pending(self, *, only_one: bool = False, names: tuple[str, ...] | None = None) -> int:
         """Evaluate what is left (claiming each checkpoint) of ``names`` (default: the options'
-        checkpoints); returns how many were done."""
-        count = 0
+        checkpoints); returns how many were done. Under --adaptive, perplexity first, then the
+        rounds of generation over every checkpoint (overmem.evaluation.rounds)."""
+        done = self._evaluate_todo(only_one, names)
+        if self._rounds is not None:
+            # a live model (train --eval, the callback) is only the checkpoint just saved
+            done |= self._rounds.run(names if getattr(self.ctx.models, "live", False) else None)
+        return len(done)
+
+    def _evaluate_todo(self, only_one: bool, names: tuple[str, ...] | None) -> set[str]:
+        count: set[str] = set()
         for ckpt, _ in self.todo(self.reader.snapshot(), names):
             claim = self.rundir.try_claim(ckpt.name, steal=self.options.steal_claims,
                                           timeout=self.options.claim_timeout)
@@ -159,7 +181,7 @@ class Evaluator:
                 finally:
                     self._claim = None
                     self._forced.add(ckpt.name)
-            count += 1
+            count.add(ckpt.name)
             if only_one:
                 break
         return count
@@ -212,17 +234,9 @@ class Evaluator:
 
     def evaluate_checkpoint(self, ckpt: CheckpointInfo, need: Iterable[tuple[str, str]]) -> list[Metric]:
         need = list(need)
-        if not ckpt.is_base and ckpt.path is not None:
-            check_weights(ckpt.path)  # a tampered header is one line naming the file, before any library maps it
-            if is_adapter(ckpt.path):
-                adapter_config(ckpt.path)  # its fields too
+        self.check_files(ckpt)
         records: list[Metric] = []
-        gen = self.generator() if any(m == METRIC_ACC for _, m in need) else None
-        if gen is not None and (reason := gen.serves(ckpt)):
-            label = getattr(gen, "label", gen.name)
-            self.on_event(Note(EVAL, ckpt.name, text=f"{label} cannot serve {ckpt.name}: {reason}; "
-                                                     "using the hf backend for it"))
-            gen = self.ctx.hf_generator(self.options.batch_size)
+        gen = self.generator_for(ckpt) if any(m == METRIC_ACC for _, m in need) else None
         in_process = gen is None or isinstance(gen, HFGenerator)
         self.on_event(Started(EVAL, ckpt.name, text=getattr(gen, "name", "hf")))
         if any(m == METRIC_PPL for _, m in need) or in_process:
@@ -238,6 +252,24 @@ class Evaluator:
                     records += self._accuracy(ckpt, split, gen, None)
         self.on_event(Finished(EVAL, ckpt.name))
         return records
+
+    def check_files(self, ckpt: CheckpointInfo) -> None:
+        """A tampered safetensors header or adapter config is one line naming the file, before
+        any library maps it."""
+        if not ckpt.is_base and ckpt.path is not None:
+            check_weights(ckpt.path)
+            if is_adapter(ckpt.path):
+                adapter_config(ckpt.path)
+
+    def generator_for(self, ckpt: CheckpointInfo):
+        """The generator that serves ``ckpt``: the run's, else the hf backend (said once per checkpoint)."""
+        gen = self.generator()
+        if reason := gen.serves(ckpt):
+            label = getattr(gen, "label", gen.name)
+            self.on_event(Note(EVAL, ckpt.name, text=f"{label} cannot serve {ckpt.name}: {reason}; "
+                                                     "using the hf backend for it"))
+            gen = self.ctx.hf_generator(self.options.batch_size)
+        return gen
 
     def _progress(self, ckpt, split, part, total):
         return counter(self.on_event, EVAL, ckpt.name, total, split=split, part=part)
@@ -267,27 +299,46 @@ class Evaluator:
     def _accuracy(self, ckpt, split, gen, model) -> list[Metric]:
         rows = self.rows(split)
         graded = [(i, r) for i, r in enumerate(rows) if r.get("answer") is not None]
-        if len(graded) < len(rows):
-            fmt = self.specs[split].source.answer_format
-            self.on_event(Note(EVAL, ckpt.name, split=split, text=(
-                f"{len(rows) - len(graded)} of {len(rows)} {split} references state no gold answer "
-                f"(answer format {fmt}); accuracy counts the other {len(graded)}")))
+        self._note_ungradable(ckpt, split, len(graded))
         if not graded:
             return []
-        prompts = [self.ctx.prompt(r["query"], split) for _, r in graded]
-        budget, until = self.ctx.generation(split, self.options.max_new_tokens)
-        outputs = gen.greedy(ckpt, prompts, budget, model=model, until=until,
-                             progress=self._progress(ckpt, split, "gen", len(graded)))
-        sidecar, correct = [], 0
-        for (i, row), ids in zip(graded, outputs):
-            text = self.ctx.text(ids, split)
-            grade = self.ctx.grade(split, text, row["answer"], row)
-            correct += grade.correct
-            sidecar.append(GenSample(i, text, grade.predicted, row["answer"], grade.correct))
+        sidecar = self.generate_rows(ckpt, split, graded, gen, model)
         self._write_samples(ckpt.name, split, sidecar)
-        record = Metric(ckpt.name, split, METRIC_ACC, correct / len(graded), MEAN, len(graded), time.time())
+        record = self.acc_record(ckpt.name, split, sidecar)
         self._record([record])
         return [record]
+
+    def _note_ungradable(self, ckpt, split, graded: int) -> None:
+        total = len(self.rows(split))
+        if graded < total:
+            fmt = self.specs[split].source.answer_format
+            self.on_event(Note(EVAL, ckpt.name, split=split, text=(
+                f"{total - graded} of {total} {split} references state no gold answer "
+                f"(answer format {fmt}); accuracy counts the other {graded}")))
+
+    def generate_rows(self, ckpt, split, items: list[tuple[int, dict]], gen, model) -> list[GenSample]:
+        """Greedy generations of ``items`` ((row index, row) pairs of ``split``), graded."""
+        prompts = [self.ctx.prompt(r["query"], split) for _, r in items]
+        budget, until = self.ctx.generation(split, self.options.max_new_tokens)
+        outputs = gen.greedy(ckpt, prompts, budget, model=model, until=until,
+                             progress=self._progress(ckpt, split, "gen", len(items)))
+        self.generated_tokens += sum(len(ids) for ids in outputs)
+        self.generated_rows += len(outputs)
+        samples = []
+        for (i, row), ids in zip(items, outputs):
+            text = self.ctx.text(ids, split)
+            grade = self.ctx.grade(split, text, row["answer"], row)
+            samples.append(GenSample(i, text, grade.predicted, row["answer"], grade.correct))
+        return samples
+
+    def acc_record(self, checkpoint: str, split: str, samples: list[GenSample], looks: int | None = None) -> Metric:
+        """The accuracy record of ``samples`` (rows of ``split``), with their per-row grades."""
+        rows = self.rows(split)
+        gradable = {i for i, r in enumerate(rows) if r.get("answer") is not None}
+        correct = {s.idx: s.correct for s in samples if s.idx in gradable}
+        right = sum(correct.values())
+        return Metric(checkpoint, split, METRIC_ACC, right / len(correct), MEAN, len(correct), time.time(),
+                      grades=grade_string(len(rows), correct, gradable), looks=looks)
 
     def close(self) -> None:
         if self._generator is not None:

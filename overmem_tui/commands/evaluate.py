@@ -8,7 +8,8 @@ import typer
 from overmem.data.answers import ANSWER_FORMATS
 from overmem.data.template import TEMPLATE_KINDS
 from overmem.evaluation.options import DEFAULT_MAX_LEN, EVAL_METRICS, EvalOptions
-from overmem_tui.options import AccMetricOpt, RunArg, TrustOpt
+from overmem.phases import Thresholds
+from overmem_tui.options import AccMarginOpt, AccMetricOpt, BandOpt, PplFactorOpt, RunArg, TrustOpt, ZOpt
 
 
 def eval_command(
@@ -41,6 +42,11 @@ def eval_command(
     apply_chat_template: Annotated[bool, typer.Option("--apply-chat-template", help="For --task: render prompts with the tokenizer's chat template, as lm-eval's --apply_chat_template.")] = False,
     fewshot_as_multiturn: Annotated[bool, typer.Option("--fewshot-as-multiturn", help="For --task with --apply-chat-template: few-shot examples as chat turns.")] = False,
     acc_metric: AccMetricOpt = None,
+    adaptive: Annotated[bool, typer.Option("--adaptive/--full", help="--adaptive: perplexity of every checkpoint first, then generate each checkpoint only as far as its verdict needs, in one fixed row order shared by every checkpoint (README: How phases are decided); --full: every row.")] = EvalOptions.adaptive,
+    acc_margin: AccMarginOpt = Thresholds.acc_margin,
+    z: ZOpt = Thresholds.z,
+    band: BandOpt = Thresholds.band,
+    ppl_factor: PplFactorOpt = Thresholds.ppl_factor,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Evaluate checkpoints: reference perplexity and greedy accuracy per split.
@@ -89,6 +95,8 @@ def eval_command(
         claim_timeout=claim_timeout,
         trust_remote_code=trust_remote_code,
         acc_metric=acc_metric,
+        adaptive=adaptive,
+        thresholds=Thresholds(ppl_factor=ppl_factor, band=band, z=z, acc_margin=acc_margin),
     )
     from overmem.models.loading import check_device
 
@@ -106,7 +114,7 @@ def eval_command(
     from overmem.summary import summarize
     from overmem_tui.render import advice_text, phase_table
 
-    summary = summarize(load_run(run))
+    summary = summarize(load_run(run), thresholds=options.thresholds)
     if summary.splits:
         display.console.print(phase_table(summary))
         display.console.print(advice_text(summary))

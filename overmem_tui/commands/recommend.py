@@ -6,7 +6,8 @@ from pathlib import Path
 import typer
 
 from overmem.phases import Thresholds
-from overmem_tui.options import AccMetricOpt, BandOpt, JsonOpt, MinGainOpt, PplFactorOpt, RunArg, SplitOpt, ZOpt
+from overmem_tui.options import (AccMarginOpt, AccMetricOpt, BandOpt, JsonOpt, MinGainOpt, PplFactorOpt, RunArg,
+                                 SplitOpt, ZOpt)
 
 
 def recommend(
@@ -17,6 +18,7 @@ def recommend(
     ppl_factor: PplFactorOpt = Thresholds.ppl_factor,
     z: ZOpt = Thresholds.z,
     min_gain: MinGainOpt = Thresholds.min_gain,
+    acc_margin: AccMarginOpt = Thresholds.acc_margin,
     acc_metric: AccMetricOpt = None,
 ) -> None:
     """Classify checkpoints by phase and recommend one, with reasons."""
@@ -24,7 +26,7 @@ def recommend(
     from overmem.rundir.reader import check_problems
     from overmem.summary import require_metrics, summarize, summary_json
 
-    thresholds = Thresholds(ppl_factor=ppl_factor, band=band, z=z, min_gain=min_gain)
+    thresholds = Thresholds(ppl_factor=ppl_factor, band=band, z=z, min_gain=min_gain, acc_margin=acc_margin)
     summary = require_metrics(summarize(load_run(run), split, thresholds, acc_metric=acc_metric))
     if json_out:
         typer.echo(json.dumps(summary_json(summary), indent=2))

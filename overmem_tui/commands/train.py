@@ -59,6 +59,7 @@ def train(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model folder's own code (transformers' auto_map); needed again on --resume.")] = False,
     evaluate: Annotated[bool, typer.Option("--eval", help="Evaluate each checkpoint in-process (hf backend).")] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="For --eval generation.")] = 256,
+    adaptive: Annotated[bool, typer.Option("--adaptive", help="For --eval: generate each checkpoint only as far as its verdict needs, while its weights are in memory (overmem eval --adaptive completes the rest later).")] = False,
     stop_at: Annotated[Optional[str], typer.Option("--stop-at", help=H("stop_at") + " Needs an evaluator: --eval, or overmem eval RUN --follow beside it. Default: the run's on --resume, else none.")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help=H("patience") + f" Default: the run's on --resume, else {D('patience')}.")] = None,
 ) -> None:
@@ -87,7 +88,7 @@ def train(
             model=model, out=str(out), method=method, loss=loss, r=rank, alpha=alpha, dropout=dropout,
             targets=csv_list(targets) or None, use_rslora=rslora, trust_remote_code=trust_remote_code, seed=seed,
             data=DataOptions(data, test_data, preset, prompt_field, response_field, train_size, eval_size),
-            eval_options={"max_new_tokens": max_new_tokens} if evaluate else {},
+            eval_options={"max_new_tokens": max_new_tokens, "adaptive": adaptive} if evaluate else {},
             template=PromptFormat.parse(template, system).to_json(),
             lr=lr, epochs=epochs, batch_size=batch_size, micro_batch_size=micro_batch_size, max_len=max_len,
             save_every=save_every, schedule=schedule, warmup_steps=warmup_steps, weight_decay=weight_decay,

@@ -1,0 +1,212 @@
+"""``eval --adaptive``: generation in rounds, each checkpoint only as far as its verdict needs.
+
+The evaluator first measures perplexity of every checkpoint (cheap, and it fixes the
+band and the over-memorized candidates); then, round after round, it makes the plan of
+overmem.adaptive from the run's records and generates each checkpoint's next look: the
+rows of the fixed order it has not graded yet. After every look the sidecar holds
+every row graded so far (written first, under a temporary name) and an accuracy
+record with its per-row grades follows, so a run killed mid-look resumes from its
+sidecar: a row the sidecar holds is never generated again, and rows an earlier full
+evaluation graded count as graded.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+from overmem.adaptive import plan, row_order
+from overmem.errors import ClaimLost, CorruptRun, ModelError
+from overmem.evaluation.generators import HFGenerator
+from overmem.progress import EVAL, Failed, Finished, Note, Skipped, Started
+from overmem.rundir.lines import MEAN, METRIC_ACC, Metric
+from overmem.rundir.records import CheckpointInfo, Run
+from overmem.rundir.samples import GenSample
+from overmem.summary import points_for
+from overmem.values import build_rows
+
+
+class Rounds:
+    """The adaptive part of one Evaluator (overmem.evaluation.runner)."""
+
+    def __init__(self, evaluator) -> None:
+        self.ev = evaluator
+        self.fresh: set[tuple[str, str]] = set()  # (checkpoint, split) graded again by this evaluator (--force)
+        self.left: set[str] = set()  # claimed by another evaluator, or lost: left to it in this call
+        self._cache: dict[tuple[str, str], tuple[tuple, dict[int, GenSample]]] = {}
+
+    def splits(self) -> list[str]:
+        return [s for s in self.ev.specs if METRIC_ACC in self.ev.options.metrics and self.ev.gradable(s)]
+
+    def run(self, names: tuple[str, ...] | None = None) -> set[str]:
+        """Generate round after round until the verdict of every checkpoint of ``names`` (default:
+        the options') is settled or complete; returns the checkpoints that got rows."""
+        touched: set[str] = set()
+        while True:
+            work = self.work(names)
+            if not work:
+                return touched
+            for ckpt, jobs in work:
+                if self.look(ckpt, jobs):
+                    touched.add(ckpt.name)
+
+    # -- what each checkpoint has ---------------------------------------------------
+    def graded(self, name: str, split: str) -> dict[int, GenSample]:
+        """The rows of ``split`` the sidecar of ``name`` holds graded (empty under --force until
+        this evaluator grades them again, or when the sidecar is not this split's)."""
+        if self.ev.options.force and (name, split) not in self.fresh:
+            return {}
+        path = self.ev.rundir.sidecar(name, split, "gen")
+        try:
+            stat = path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            return {}
+        cached = self._cache.get((name, split))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        state = self._read(name, split, path)
+        self._cache[(name, split)] = (key, state)
+        return state
+
+    def _read(self, name: str, split: str, path: Path) -> dict[int, GenSample]:
+        rows = self.ev.rows(split)
+        try:
+            samples = self.ev.rundir.read_samples(name, split, GenSample)
+        except (CorruptRun, TypeError, ValueError):
+            samples = None
+        state = {}
+        for s in samples or ():
+            if samples is None or not _sample_ok(s):
+                samples = None
+                break
+            if 0 <= s.idx < len(rows) and rows[s.idx].get("answer") is not None:
+                if s.gold != rows[s.idx]["answer"]:  # graded on another definition of the split
+                    samples = None
+                    break
+                state[s.idx] = s
+        if samples is None:
+            self.ev.on_event(Note(EVAL, name, split=split, text=(
+                f"{path.name} of {name} does not hold this split's rows; its rows are generated again")))
+            return {}
+        return state
+
+    def _catch_up(self, run: Run, name: str, split: str, state: dict[int, GenSample]) -> None:
+        """A record for what the sidecar holds when the latest record says otherwise (a run
+        killed between the two, or an earlier full evaluation recorded without grades)."""
+        if not state:
+            return
+        latest = _latest_acc(run, name, split)
+        record = self.ev.acc_record(name, split, list(state.values()), looks=_looks(latest, self.ev, split, state))
+        if latest is None or latest.n != record.n or latest.grades != record.grades:
+            self.ev._record([record])
+
+    # -- the plan -------------------------------------------------------------------
+    def work(self, names: tuple[str, ...] | None = None) -> list[tuple[CheckpointInfo, list[tuple[str, int]]]]:
+        """Each checkpoint of ``names`` with the (split, rows to have) of its next look, in trajectory order."""
+        run = self.ev.reader.snapshot()
+        chosen = [c for c in self.ev.candidates(run, names) if c.name not in self.left]
+        states = {(c.name, s): self.graded(c.name, s) for c in chosen for s in self.splits()}
+        for (name, split), state in states.items():
+            self._catch_up(run, name, split, state)
+        run = self.ev.reader.snapshot()
+        rows, _ = build_rows(run)
+        jobs: dict[str, list[tuple[str, int]]] = {}
+        for split in self.splits():
+            cap = sum(1 for r in self.ev.rows(split) if r.get("answer") is not None)
+            points, graded = [], {}
+            for p in points_for(rows, split):
+                latest = _latest_acc(run, p.name, split)
+                if (p.name, split) in states:
+                    graded[p.name] = len(states[(p.name, split)])
+                    if not graded[p.name] and latest is not None and not self._forced(p.name, split) \
+                            and latest.n is not None and latest.n >= cap:
+                        graded[p.name] = cap  # evaluated in full earlier, its rows not kept: done
+                    elif not graded[p.name]:
+                        p = _without_accuracy(p)
+                points.append(p)
+            for name, target in plan(points, graded, cap, self.ev.options.thresholds).items():
+                if (name, split) in states:
+                    jobs.setdefault(name, []).append((split, target))
+        return [(c, jobs[c.name]) for c in chosen if c.name in jobs]
+
+    def _forced(self, name: str, split: str) -> bool:
+        return self.ev.options.force and (name, split) not in self.fresh
+
+    # -- one look -------------------------------------------------------------------
+    def look(self, ckpt: CheckpointInfo, jobs: list[tuple[str, int]]) -> bool:
+        """Generate ``ckpt``'s next look on each split of ``jobs``, under its claim; False when it
+        could not (claimed elsewhere, or failed: then it is left for this call)."""
+        ev = self.ev
+        claim = ev.rundir.try_claim(ckpt.name, steal=ev.options.steal_claims, timeout=ev.options.claim_timeout)
+        if claim is None:
+            self.left.add(ckpt.name)
+            ev.on_event(Skipped(EVAL, ckpt.name, text="claimed by another evaluator"))
+            return False
+        with claim.heartbeat():
+            ev._claim = claim
+            try:
+                ev.check_files(ckpt)
+                gen = ev.generator_for(ckpt)
+                ev.on_event(Started(EVAL, ckpt.name, text=getattr(gen, "name", "hf")))
+                with ev.ctx.models.use(ckpt) if isinstance(gen, HFGenerator) else nullcontext() as model:
+                    for split, target in jobs:
+                        self._generate(ckpt, split, target, gen, model)
+                ev.on_event(Finished(EVAL, ckpt.name))
+                return True
+            except ClaimLost as exc:
+                ev.on_event(Note(EVAL, ckpt.name, text=str(exc)))
+            except (ModelError, CorruptRun) as exc:
+                ev.failed[ckpt.name] = str(exc)
+                ev.on_event(Failed(EVAL, ckpt.name, text=str(exc)))
+            finally:
+                ev._claim = None
+        self.left.add(ckpt.name)
+        return False
+
+    def _generate(self, ckpt: CheckpointInfo, split: str, target: int, gen, model) -> None:
+        ev = self.ev
+        state = self.graded(ckpt.name, split)  # again, under the claim
+        rows = ev.rows(split)
+        gradable = [i for i, r in enumerate(rows) if r.get("answer") is not None]
+        if not state and not self._forced(ckpt.name, split):
+            ev._note_ungradable(ckpt, split, len(gradable))
+        todo = [i for i in row_order(gradable) if i not in state][: max(target - len(state), 0)]
+        if not todo:
+            return
+        new = ev.generate_rows(ckpt, split, [(i, rows[i]) for i in todo], gen, model)
+        samples = sorted([*state.values(), *new], key=lambda s: s.idx)
+        latest = None if self._forced(ckpt.name, split) else _latest_acc(ev.reader.snapshot(), ckpt.name, split)
+        ev._write_samples(ckpt.name, split, samples)
+        self.fresh.add((ckpt.name, split))
+        ev._record([ev.acc_record(ckpt.name, split, samples, looks=_looks(latest, ev, split, samples))])
+
+
+def _sample_ok(s: GenSample) -> bool:
+    return (isinstance(s.idx, int) and not isinstance(s.idx, bool) and isinstance(s.correct, bool)
+            and (s.gold is None or isinstance(s.gold, str)))
+
+
+def _latest_acc(run: Run, name: str, split: str) -> Metric | None:
+    latest = None
+    for m in run.metrics:
+        if m.checkpoint == name and m.split == split and m.metric == METRIC_ACC and m.aggregate == MEAN \
+                and m.probe is None:
+            latest = m
+    return latest
+
+
+def _looks(latest: Metric | None, ev, split: str, samples) -> int | None:
+    """The look a new record is: one after the latest record's (a fixed-n record counts as one
+    look); None when it completes a fixed-n evaluation's rows without any adaptive look."""
+    n = len(samples)
+    cap = sum(1 for r in ev.rows(split) if r.get("answer") is not None)
+    if latest is not None and latest.looks is None and n >= cap and (latest.n or 0) >= cap:
+        return None
+    return (latest.looks or 1 if latest is not None else 0) + 1
+
+
+def _without_accuracy(p):
+    from dataclasses import replace
+
+    return replace(p, acc=None, n=None, grades=None, looks=None)
