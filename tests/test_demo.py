@@ -12,6 +12,7 @@ from overmem.demo import DemoSettings, outcome, prepare, run_demo
 from overmem.report import write_report
 from overmem.rundir import load_run
 from overmem.summary import summarize
+from overmem.phases import Thresholds
 from overmem_tui.cli import app
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,11 @@ def test_demo_shows_the_three_phases_and_a_merge(demo_run):
     assert figures.phases[0] == "black" and figures.yellow >= 4
     phases = {v.name: v.phase.value for v in summary.advice.phases.verdicts}
     assert phases[summary.advice.recommended] != "purple"
+    # the equivalence margin changes no phase here (README: How phases are decided); the demo's
+    # records keep per-row grades, so this is the paired test's verdict
+    assert all(run.metrics and m.grades for m in run.metrics if m.metric == "acc")
+    no_margin = summarize(run, thresholds=Thresholds(acc_margin=0.0))
+    assert {v.name: v.phase.value for v in no_margin.advice.phases.verdicts} == phases
     merges = [c for c in run.checkpoints if c.kind == "merge"]
     assert len(merges) == 1 and merges[0].parents == summary.advice.merge
     merge_ppl, merge_acc = figures.merge_test

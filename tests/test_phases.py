@@ -149,3 +149,22 @@ def test_thresholds_validate():
         Thresholds(ppl_factor=0.9).validate()
     with pytest.raises(UsageError):
         Thresholds(band=0.5).validate()
+
+
+def test_the_margin_changes_no_phase_on_the_papers_series():
+    """README: How phases are decided. The paper's series has no per-row grades (binomial test)."""
+    from pathlib import Path
+
+    from overmem.rundir import load_run
+    from overmem.summary import summarize
+
+    run = load_run(Path(__file__).parent / "data" / "paper_run")
+    for split in ("val", "test"):
+        with_margin = summarize(run, split)
+        without = summarize(run, split, Thresholds(acc_margin=0.0))
+        assert [v.phase for v in with_margin.advice.phases.verdicts] == \
+            [v.phase for v in without.advice.phases.verdicts]
+        assert with_margin.advice.recommended == without.advice.recommended == "ep5"
+    # a 1-point gap proven on 100,000 rows each: below without the margin, high with it
+    assert not accuracy_is_high(0.74, 100000, 0.75, 100000, Thresholds(acc_margin=0.0))
+    assert accuracy_is_high(0.74, 100000, 0.75, 100000, Thresholds())
