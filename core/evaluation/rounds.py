@@ -16,9 +16,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from overmem.adaptive import plan, row_order
-from overmem.errors import ClaimLost, CorruptRun, ModelError
+from overmem.errors import CorruptRun
 from overmem.evaluation.generators import HFGenerator
-from overmem.progress import EVAL, Failed, Finished, Note, Skipped, Started
+from overmem.progress import EVAL, Finished, Note, Started
 from overmem.rundir.lines import MEAN, METRIC_ACC, Metric
 from overmem.rundir.records import CheckpointInfo, Run
 from overmem.rundir.samples import GenSample
@@ -137,32 +137,21 @@ class Rounds:
     def look(self, ckpt: CheckpointInfo, jobs: list[tuple[str, int]]) -> bool:
         """Generate ``ckpt``'s next look on each split of ``jobs``, under its claim; False when it
         could not (claimed elsewhere, or failed: then it is left for this call)."""
-        ev = self.ev
-        claim = ev.rundir.try_claim(ckpt.name, steal=ev.options.steal_claims, timeout=ev.options.claim_timeout)
-        if claim is None:
-            self.left.add(ckpt.name)
-            ev.on_event(Skipped(EVAL, ckpt.name, text="claimed by another evaluator"))
-            return False
-        with claim.heartbeat():
-            ev._claim = claim
-            try:
-                ev.check_files(ckpt)
-                gen = ev.generator_for(ckpt)
-                ev.on_event(Started(EVAL, ckpt.name, text=getattr(gen, "name", "hf")))
-                with ev.ctx.models.use(ckpt) if isinstance(gen, HFGenerator) else nullcontext() as model:
-                    for split, target in jobs:
-                        self._generate(ckpt, split, target, gen, model)
-                ev.on_event(Finished(EVAL, ckpt.name))
-                return True
-            except ClaimLost as exc:
-                ev.on_event(Note(EVAL, ckpt.name, text=str(exc)))
-            except (ModelError, CorruptRun) as exc:
-                ev.failed[ckpt.name] = str(exc)
-                ev.on_event(Failed(EVAL, ckpt.name, text=str(exc)))
-            finally:
-                ev._claim = None
+        if self.ev.under_claim(ckpt, lambda: self._look(ckpt, jobs)):
+            return True
         self.left.add(ckpt.name)
         return False
+
+    def _look(self, ckpt: CheckpointInfo, jobs: list[tuple[str, int]]) -> bool:
+        ev = self.ev
+        ev.check_files(ckpt)
+        gen = ev.generator_for(ckpt)
+        ev.on_event(Started(EVAL, ckpt.name, text=getattr(gen, "name", "hf")))
+        with ev.ctx.models.use(ckpt) if isinstance(gen, HFGenerator) else nullcontext() as model:
+            for split, target in jobs:
+                self._generate(ckpt, split, target, gen, model)
+        ev.on_event(Finished(EVAL, ckpt.name))
+        return True
 
     def _generate(self, ckpt: CheckpointInfo, split: str, target: int, gen, model) -> None:
         ev = self.ev

@@ -57,8 +57,8 @@ class Evaluator:
 
             self._rounds = Rounds(self)
             if METRIC_ACC not in options.metrics:
-                self.on_event(Note(EVAL, text="--adaptive: nothing to adapt with --metrics ppl (perplexity is "
-                                              "measured on every row); evaluating in full"))
+                self.on_event(Note(EVAL, text="--adaptive: nothing to adapt with --metrics ppl (perplexity is one "
+                                              "forward pass over every row)"))
         self.failed: dict[str, str] = {}  # checkpoint -> why it could not be evaluated (not retried)
 
     # -- setup -------------------------------------------------------------------
@@ -158,33 +158,43 @@ class Evaluator:
     def _evaluate_todo(self, only_one: bool, names: tuple[str, ...] | None) -> set[str]:
         count: set[str] = set()
         for ckpt, _ in self.todo(self.reader.snapshot(), names):
-            claim = self.rundir.try_claim(ckpt.name, steal=self.options.steal_claims,
-                                          timeout=self.options.claim_timeout)
-            if claim is None:
-                self.on_event(Skipped(EVAL, ckpt.name, text="claimed by another evaluator"))
-                continue
-            with claim.heartbeat():
+            def work(ckpt=ckpt) -> bool:
                 # what is left now: another evaluator may have finished it since the list was made
                 need = dict((c.name, n) for c, n in self.todo(self.reader.snapshot(), names)).get(ckpt.name)
                 if not need:
-                    continue
-                self._claim = claim
+                    return False
                 try:
                     self.evaluate_checkpoint(ckpt, need)
-                except ClaimLost as exc:
-                    self.on_event(Note(EVAL, ckpt.name, text=str(exc)))
-                    continue
-                except (ModelError, CorruptRun) as exc:  # this checkpoint only: the others go on
-                    self.failed[ckpt.name] = str(exc)
-                    self.on_event(Failed(EVAL, ckpt.name, text=str(exc)))
-                    continue
                 finally:
-                    self._claim = None
                     self._forced.add(ckpt.name)
-            count.add(ckpt.name)
-            if only_one:
-                break
+                return True
+
+            if self.under_claim(ckpt, work):
+                count.add(ckpt.name)
+                if only_one:
+                    break
         return count
+
+    def under_claim(self, ckpt: CheckpointInfo, work: Callable[[], bool]) -> bool:
+        """Run ``work`` holding ``ckpt``'s claim (its heartbeat beating) and return what it returns;
+        False when another evaluator holds the claim, when it is taken over meanwhile, or when
+        the checkpoint cannot be evaluated (recorded in ``failed`` and said: the others go on)."""
+        claim = self.rundir.try_claim(ckpt.name, steal=self.options.steal_claims, timeout=self.options.claim_timeout)
+        if claim is None:
+            self.on_event(Skipped(EVAL, ckpt.name, text="claimed by another evaluator"))
+            return False
+        with claim.heartbeat():
+            self._claim = claim
+            try:
+                return work()
+            except ClaimLost as exc:
+                self.on_event(Note(EVAL, ckpt.name, text=str(exc)))
+            except (ModelError, CorruptRun) as exc:
+                self.failed[ckpt.name] = str(exc)
+                self.on_event(Failed(EVAL, ckpt.name, text=str(exc)))
+            finally:
+                self._claim = None
+        return False
 
     def evaluate_one(self, name: str) -> int:
         """Evaluate what is left of checkpoint ``name`` only (a training's or a callback's latest save)."""
