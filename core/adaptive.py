@@ -29,10 +29,10 @@ from __future__ import annotations
 import hashlib
 from typing import Iterable, Sequence
 
-from overmem.phases import Point, Thresholds, gap_to_best, log_ratio, smoothed_best
+from overmem.phases import Point, Thresholds, gap_to_best, log_ratio, rose_above, smoothed_best
 from overmem.sequential import MAX_INTERIM
 
-FIRST_LOOK = 32  # rows at the first look: a checkpoint 20 points below the best is settled by 64
+FIRST_LOOK = 32  # rows at the first look: the base's 0% against a best of 99% is settled there
 
 
 def row_order(rows: Iterable[int]) -> list[int]:
@@ -57,12 +57,17 @@ def next_look(n: int, cap: int) -> int:
 
 def references(points: Sequence[Point], t: Thresholds) -> tuple[Point | None, set[str]]:
     """The best (smoothed, as classify finds it) and the checkpoints generated up to the cap:
-    its window and every checkpoint whose log-ppl lies inside the band."""
+    its window, every checkpoint whose log-ppl lies inside the band and is not clearly below
+    the band's most accurate, and the base while the best is not clearly above it (the rule
+    that decides whether the run learned anything, overmem.phases.rose_above)."""
     trajectory = [p for p in points if p.on_trajectory]
     with_acc = [p for p in trajectory if p.acc is not None] or [p for p in points if p.acc is not None]
     with_ppl = [p for p in trajectory if p.ppl is not None] or [p for p in points if p.ppl is not None]
     best = smoothed_best(with_acc, t)
     keep = {m.name for m in best.members} if best is not None else set()
+    base = next((p for p in trajectory if p.base and p.acc is not None), None)
+    if base is not None and best is not None and not rose_above(best, base, t):
+        keep.add(base.name)
     if with_ppl:
         low = min(p.ppl for p in with_ppl)
         band = [p for p in points if p.ppl is not None and log_ratio(p.ppl, low) <= t.band]

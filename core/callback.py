@@ -176,6 +176,7 @@ class OvermemCallback(TrainerCallback):
         self._early_stop = None
         self._said_no_trainer = False
         self._said_no_phase = False
+        self._said_full = False
 
     # -- helpers -----------------------------------------------------------------
     def _base(self, model) -> dict:
@@ -368,9 +369,16 @@ class OvermemCallback(TrainerCallback):
         the base it loaded must not stay in memory beside the training)."""
         from overmem.evaluation.options import EvalOptions
 
+        several = max(1, args.world_size) > 1
+        if several and self.adaptive and not self._said_full:
+            # the other processes wait for this checkpoint's claim and records, which an adaptive
+            # evaluation releases and writes between its looks
+            logger.warning("overmem: OvermemCallback(adaptive=True) evaluates in full when training runs in "
+                           "several processes")
+            self._said_full = True
         options = EvalOptions(splits=tuple(self.splits), max_new_tokens=self.max_new_tokens,
-                              batch_size=self.batch_size, backend="hf", adaptive=self.adaptive)
-        if max(1, args.world_size) > 1:
+                              batch_size=self.batch_size, backend="hf", adaptive=self.adaptive and not several)
+        if several:
             from overmem.evaluation.runner import Evaluator
 
             evaluator = Evaluator(self.rundir.path, options)

@@ -10,7 +10,7 @@ tests at what is left, alpha - (looks before it) x alpha / 200: by the union bou
 chance of a wrong "clearly below" over all looks is at most alpha, the fixed-n
 test's. The early looks are strict on purpose: they only need to stop checkpoints far
 below the best (the base's 0% against 99% stops after 32 rows), and the look at the
-whole split keeps nearly all of alpha (z 2.007 after six looks, the schedule of 1,319
+whole split keeps nearly all of alpha (z 2.013 after six looks, the schedule of 1,319
 rows), so a checkpoint evaluated to the end gets nearly the verdict a full evaluation
 gives it. (With alpha / 20 per look, z 3.05 early and 2.09-2.15 at the end, the demo's
 borderline over-fitted checkpoints turned purple and moved the merge suggestion on 3 of

@@ -174,7 +174,8 @@ def summary_json(summary: Summary) -> dict:
                 "phase": verdict.phase.value if verdict else None,
                 "reason": verdict.reason if verdict else None,
                 "metrics": {
-                    split: {"ppl": v.ppl, "acc": v.acc, "n": v.n, "ppl_aggregate": v.ppl_aggregate}
+                    split: {"ppl": v.ppl, "acc": v.acc, "n": v.n, "ppl_aggregate": v.ppl_aggregate,
+                            "looks": v.looks}  # looks: the adaptive look the accuracy is at (None: full)
                     for split, v in row.splits.items()
                 },
                 "trainer_metrics": trainer.get(row.name, {}),

@@ -147,6 +147,14 @@ def test_a_checkpoint_far_below_stops_after_one_look():
     assert classify(points, T).of("ep0").phase is Phase.BLACK
 
 
+def test_the_base_goes_to_the_cap_while_the_run_may_not_have_learned():
+    n = 400
+    # the best is 4 points above the base: not clearly above it, so "learned" is still open
+    graded, points = run_plan(n, [0.52, 0.56, 0.56, 0.56, 0.56], [3.0, 1.2, 1.25, 2.0, 2.1])
+    assert graded["ep0"] == n
+    assert not classify(points, T).learned
+
+
 def test_two_equal_checkpoints_that_disagree_need_every_row():
     n = 400
     # ep3 and ep4 at 60% like the best, but right on other rows: no look shows them within 2 points
@@ -235,11 +243,15 @@ def test_limit_caps_and_a_split_smaller_than_a_look(full_source, tmp_path):
     run = copy(full_source, tmp_path / "run")
     evaluate(run, adaptive=True, limit=20)
     records = acc_records(run)
-    assert {r["n"] for r in records.values()} == {20} and all(len(r["grades"]) == 20 for r in records.values())
+    # the cap is a count of rows in the shared order; grades cover the whole split
+    assert {r["n"] for r in records.values()} == {20} and all(len(r["grades"]) == 96 for r in records.values())
+    assert set(sidecar_rows(run, "ep1")) == set(row_order(range(96))[:20])
     evaluate(run, adaptive=True, limit=70)  # a larger cap later: the rows graded so far count
     later = acc_records(run)
     assert later["ep0"]["n"] == 20  # 0 of 20 is already clearly below: nothing more to generate
-    assert max(r["n"] for r in later.values()) == 70 and all(len(r["grades"]) == 70 for r in later.values())
+    assert max(r["n"] for r in later.values()) == 70
+    evaluate(run, adaptive=True, limit=10)  # a smaller cap: what is there stands, nothing is dropped
+    assert acc_records(run) == later
     assert all(len(sidecar_rows(run, name)) == len(set(sidecar_rows(run, name))) for name in records)
 
 
@@ -273,3 +285,34 @@ def test_kill_mid_look_resumes_each_row_once(full_source, tmp_path):
     for name, rows in after.items():
         assert len(rows) == len(set(rows)) == records[name]["n"]
         assert set(before[name]) <= set(rows)
+
+
+def test_hostile_sidecars_and_records_are_notes_not_tracebacks(full_source, tmp_path):
+    run = copy(full_source, tmp_path / "run")
+    evaluate(run, adaptive=True, limit=20)
+    sidecar = run / "samples" / "ep1" / "val.gen.jsonl"
+    sidecar.write_text("[1, 2]\n")  # JSON, not a row
+    nested = run / "samples" / "ep2" / "val.gen.jsonl"
+    rows = read_jsonl(nested)
+    rows[0]["generation"] = [[[]]]  # not a string
+    nested.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with (run / "metrics.jsonl").open("a") as fh:  # a planted record at the last look there is
+        record = dict(acc_records(run)["ep3"], looks=64)
+        fh.write(json.dumps(record) + "\n")
+    notes = []
+    from overmem.evaluation.options import EvalOptions
+    from overmem.evaluation.runner import Evaluator
+    from overmem.progress import Note
+
+    ev = Evaluator(run, EvalOptions(backend="hf", max_new_tokens=64, batch_size=48, splits=("val",), adaptive=True,
+                                    limit=40), on_event=lambda e: notes.append(e.text) if isinstance(e, Note) else None)
+    try:
+        ev.evaluate_pending()
+    finally:
+        ev.close()
+    assert sum("does not hold this split's rows" in t for t in notes) == 2
+    records = acc_records(run)
+    assert records["ep3"]["looks"] <= 64  # never a record the reader would refuse
+    from overmem.rundir import load_run
+
+    assert not [p for p in load_run(run).problems if "looks" in p]

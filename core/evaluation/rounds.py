@@ -19,7 +19,7 @@ from overmem.adaptive import plan, row_order
 from overmem.errors import CorruptRun
 from overmem.evaluation.generators import HFGenerator
 from overmem.progress import EVAL, Finished, Note, Started
-from overmem.rundir.lines import MEAN, METRIC_ACC, Metric
+from overmem.rundir.lines import MAX_LOOKS, MEAN, METRIC_ACC, Metric, extends
 from overmem.rundir.records import CheckpointInfo, Run
 from overmem.rundir.samples import GenSample
 from overmem.summary import points_for
@@ -42,6 +42,7 @@ class Rounds:
         """Generate round after round until the verdict of every checkpoint of ``names`` (default:
         the options') is settled or complete; returns the checkpoints that got rows."""
         touched: set[str] = set()
+        self.left.clear()  # a checkpoint claimed elsewhere last time is tried again
         while True:
             work = self.work(names)
             if not work:
@@ -69,11 +70,20 @@ class Rounds:
         self._cache[(name, split)] = (key, state)
         return state
 
+    def rows(self, split: str) -> list[dict]:
+        """Every row of ``split``: under --limit the cap is a count of rows in the shared order,
+        so grades always cover the whole split and rows graded beyond the limit are kept."""
+        return self.ev.ctx.rows(split)
+
+    def cap(self, split: str) -> int:
+        gradable = sum(1 for r in self.rows(split) if r.get("answer") is not None)
+        return min(gradable, self.ev.options.limit) if self.ev.options.limit else gradable
+
     def _read(self, name: str, split: str, path: Path) -> dict[int, GenSample]:
-        rows = self.ev.rows(split)
+        rows = self.rows(split)
         try:
             samples = self.ev.rundir.read_samples(name, split, GenSample)
-        except (CorruptRun, TypeError, ValueError):
+        except (CorruptRun, TypeError, ValueError, AttributeError, OSError):
             samples = None
         state = {}
         for s in samples or ():
@@ -87,18 +97,21 @@ class Rounds:
                 state[s.idx] = s
         if samples is None:
             self.ev.on_event(Note(EVAL, name, split=split, text=(
-                f"{path.name} of {name} does not hold this split's rows; its rows are generated again")))
+                f"{path.name} of {name} does not hold this split's rows; none of them is reused")))
             return {}
         return state
 
     def _catch_up(self, run: Run, name: str, split: str, state: dict[int, GenSample]) -> None:
-        """A record for what the sidecar holds when the latest record says otherwise (a run
-        killed between the two, or an earlier full evaluation recorded without grades)."""
+        """A record for what the sidecar holds when it grades more than the latest record and
+        keeps its grades (a run killed between the two), or adds the grades an earlier full
+        evaluation recorded without; any other disagreement is left as it is."""
         if not state:
             return
         latest = _latest_acc(run, name, split)
-        record = self.ev.acc_record(name, split, list(state.values()), looks=_looks(latest, self.ev, split, state))
-        if latest is None or latest.n != record.n or latest.grades != record.grades:
+        record = self.ev.acc_record(name, split, list(state.values()),
+                                    looks=_looks(latest, len(state), self.cap(split)), rows=self.rows(split))
+        if latest is None or (latest.grades is None and latest.n == record.n and latest.value == record.value) \
+                or (extends(record.grades, latest.grades) and record.n > (latest.n or 0)):
             self.ev._record([record])
 
     # -- the plan -------------------------------------------------------------------
@@ -107,13 +120,15 @@ class Rounds:
         run = self.ev.reader.snapshot()
         chosen = [c for c in self.ev.candidates(run, names) if c.name not in self.left]
         states = {(c.name, s): self.graded(c.name, s) for c in chosen for s in self.splits()}
+        busy = set(self.ev.rundir.claimed())  # another evaluator may be between its sidecar and its record
         for (name, split), state in states.items():
-            self._catch_up(run, name, split, state)
+            if name not in busy:
+                self._catch_up(run, name, split, state)
         run = self.ev.reader.snapshot()
         rows, _ = build_rows(run)
         jobs: dict[str, list[tuple[str, int]]] = {}
         for split in self.splits():
-            cap = sum(1 for r in self.ev.rows(split) if r.get("answer") is not None)
+            cap = self.cap(split)
             points, graded = [], {}
             for p in points_for(rows, split):
                 latest = _latest_acc(run, p.name, split)
@@ -156,24 +171,29 @@ class Rounds:
     def _generate(self, ckpt: CheckpointInfo, split: str, target: int, gen, model) -> None:
         ev = self.ev
         state = self.graded(ckpt.name, split)  # again, under the claim
-        rows = ev.rows(split)
+        rows = self.rows(split)
         gradable = [i for i, r in enumerate(rows) if r.get("answer") is not None]
         if not state and not self._forced(ckpt.name, split):
             ev._note_ungradable(ckpt, split, len(gradable))
         todo = [i for i in row_order(gradable) if i not in state][: max(target - len(state), 0)]
         if not todo:
             return
-        new = ev.generate_rows(ckpt, split, [(i, rows[i]) for i in todo], gen, model)
-        samples = sorted([*state.values(), *new], key=lambda s: s.idx)
         latest = None if self._forced(ckpt.name, split) else _latest_acc(ev.reader.snapshot(), ckpt.name, split)
-        ev._write_samples(ckpt.name, split, samples)
-        self.fresh.add((ckpt.name, split))
-        ev._record([ev.acc_record(ckpt.name, split, samples, looks=_looks(latest, ev, split, samples))])
+        samples = list(state.values())
+        step = ev.options.batch_size
+        for start in range(0, len(todo), step):  # the sidecar after every batch: a kill loses one batch at most
+            chunk = todo[start:start + step]
+            samples += ev.generate_rows(ckpt, split, [(i, rows[i]) for i in chunk], gen, model)
+            samples.sort(key=lambda s: s.idx)
+            ev._write_samples(ckpt.name, split, samples)
+            self.fresh.add((ckpt.name, split))
+        ev._record([ev.acc_record(ckpt.name, split, samples, looks=_looks(latest, len(samples), self.cap(split)),
+                                  rows=rows)])
 
 
 def _sample_ok(s: GenSample) -> bool:
     return (isinstance(s.idx, int) and not isinstance(s.idx, bool) and isinstance(s.correct, bool)
-            and (s.gold is None or isinstance(s.gold, str)))
+            and isinstance(s.generation, str) and all(v is None or isinstance(v, str) for v in (s.gold, s.extracted)))
 
 
 def _latest_acc(run: Run, name: str, split: str) -> Metric | None:
@@ -185,14 +205,12 @@ def _latest_acc(run: Run, name: str, split: str) -> Metric | None:
     return latest
 
 
-def _looks(latest: Metric | None, ev, split: str, samples) -> int | None:
-    """The look a new record is: one after the latest record's (a fixed-n record counts as one
-    look); None when it completes a fixed-n evaluation's rows without any adaptive look."""
-    n = len(samples)
-    cap = sum(1 for r in ev.rows(split) if r.get("answer") is not None)
+def _looks(latest: Metric | None, n: int, cap: int) -> int | None:
+    """The look a record of ``n`` rows is: one after the latest record's (a fixed-n record counts
+    as one look; at most MAX_LOOKS); None when it only adds grades to a fixed-n evaluation's."""
     if latest is not None and latest.looks is None and n >= cap and (latest.n or 0) >= cap:
         return None
-    return (latest.looks or 1 if latest is not None else 0) + 1
+    return min((latest.looks or 1 if latest is not None else 0) + 1, MAX_LOOKS)
 
 
 def _without_accuracy(p):

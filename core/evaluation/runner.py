@@ -149,11 +149,11 @@ class Evaluator:
         """Evaluate what is left (claiming each checkpoint) of ``names`` (default: the options'
         checkpoints); returns how many were done. Under --adaptive, perplexity first, then the
         rounds of generation over every checkpoint (overmem.evaluation.rounds)."""
-        done = self._evaluate_todo(only_one, names)
-        if self._rounds is not None:
-            # a live model (train --eval, the callback) is only the checkpoint just saved
-            done |= self._rounds.run(names if getattr(self.ctx.models, "live", False) else None)
-        return len(done)
+        if self._rounds is None:
+            return len(self._evaluate_todo(only_one, names))
+        # perplexity of every pending checkpoint first: it fixes the band the plan needs
+        done = self._evaluate_todo(False, names)
+        return len(done | self._rounds.run(names))
 
     def _evaluate_todo(self, only_one: bool, names: tuple[str, ...] | None) -> set[str]:
         count: set[str] = set()
@@ -341,9 +341,11 @@ class Evaluator:
             samples.append(GenSample(i, text, grade.predicted, row["answer"], grade.correct))
         return samples
 
-    def acc_record(self, checkpoint: str, split: str, samples: list[GenSample], looks: int | None = None) -> Metric:
-        """The accuracy record of ``samples`` (rows of ``split``), with their per-row grades."""
-        rows = self.rows(split)
+    def acc_record(self, checkpoint: str, split: str, samples: list[GenSample], looks: int | None = None,
+                   rows: list[dict] | None = None) -> Metric:
+        """The accuracy record of ``samples`` (of ``rows``, default the split's evaluated rows),
+        with their per-row grades."""
+        rows = self.rows(split) if rows is None else rows
         gradable = {i for i, r in enumerate(rows) if r.get("answer") is not None}
         correct = {s.idx: s.correct for s in samples if s.idx in gradable}
         right = sum(correct.values())
