@@ -316,3 +316,23 @@ def test_hostile_sidecars_and_records_are_notes_not_tracebacks(full_source, tmp_
     from overmem.rundir import load_run
 
     assert not [p for p in load_run(run).problems if "looks" in p]
+
+
+def test_the_table_shows_n_where_the_rows_differ(paper_run):
+    from overmem.rundir import RunDir, load_run
+    from overmem.summary import summarize, summary_json
+    from overmem.table import table_model
+
+    before = table_model(summarize(load_run(paper_run), "val"))
+    assert "val-n" not in [c.key for c in before.columns]  # every accuracy over 1,319 rows: no column
+    grades = "1" * 150 + "0" * 10 + "." * 1159
+    RunDir(paper_run).append([Metric("ep3", "val", "acc", 150 / 160, "mean", 160, 1700000200.0, grades=grades,
+                                     looks=3)])
+    summary = summarize(load_run(paper_run), "val")
+    model = table_model(summary)
+    keys = [c.key for c in model.columns]
+    assert "val-n" in keys
+    cells = {r.name: r.cells[keys.index("val-n")] for r in model.rows}
+    assert cells["ep3"] == "160" and cells["ep5"] == "1319"
+    ep3 = next(c for c in summary_json(summary)["checkpoints"] if c["name"] == "ep3")
+    assert ep3["metrics"]["val"]["n"] == 160 and ep3["metrics"]["val"]["looks"] == 3
