@@ -3,11 +3,11 @@
 The evaluator first measures perplexity of every checkpoint (cheap, and it fixes the
 band and the over-memorized candidates); then, round after round, it makes the plan of
 overmem.adaptive from the run's records and generates each checkpoint's next look: the
-rows of the fixed order it has not graded yet. After every look the sidecar holds
-every row graded so far (written first, under a temporary name) and an accuracy
-record with its per-row grades follows, so a run killed mid-look resumes from its
-sidecar: a row the sidecar holds is never generated again, and rows an earlier full
-evaluation graded count as graded.
+rows of the fixed order it has not graded yet. After every batch of a look the sidecar
+holds every row graded so far (written under a temporary name and renamed), and an
+accuracy record with its per-row grades follows the look, so a run killed mid-look
+resumes from its sidecar: the batch in progress is generated again, a row the sidecar
+holds never is, and rows an earlier full evaluation graded count as graded.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from overmem.adaptive import plan, row_order
 from overmem.errors import CorruptRun
 from overmem.evaluation.generators import HFGenerator
 from overmem.progress import EVAL, Finished, Note, Started
+from overmem.rundir.claims import is_stale
 from overmem.rundir.lines import MAX_LOOKS, MEAN, METRIC_ACC, Metric, extends
 from overmem.rundir.records import CheckpointInfo, Run
 from overmem.rundir.samples import GenSample
@@ -120,7 +121,9 @@ class Rounds:
         run = self.ev.reader.snapshot()
         chosen = [c for c in self.ev.candidates(run, names) if c.name not in self.left]
         states = {(c.name, s): self.graded(c.name, s) for c in chosen for s in self.splits()}
-        busy = set(self.ev.rundir.claimed())  # another evaluator may be between its sidecar and its record
+        # a live evaluator may be between its sidecar and its record (a dead one's claim is no matter)
+        busy = {n for n in self.ev.rundir.claimed()
+                if not is_stale(self.ev.rundir.claim_path(n), self.ev.options.claim_timeout)}
         for (name, split), state in states.items():
             if name not in busy:
                 self._catch_up(run, name, split, state)
