@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 from typing import Iterable, Sequence
 
-from overmem.phases import Point, Thresholds, gap_to_best, log_ratio, rose_above, smoothed_best
+from overmem.phases import Point, Thresholds, gap_to_best, log_ratio, measured, rose_above, smoothed_best
 from overmem.sequential import MAX_INTERIM
 
 FIRST_LOOK = 32  # rows at the first look: the base's 0% against a best of 99% is settled there
@@ -60,9 +60,7 @@ def references(points: Sequence[Point], t: Thresholds) -> tuple[Point | None, se
     its window, every checkpoint whose log-ppl lies inside the band and is not clearly below
     the band's most accurate, and the base while the best is not clearly above it (the rule
     that decides whether the run learned anything, overmem.phases.rose_above)."""
-    trajectory = [p for p in points if p.on_trajectory]
-    with_acc = [p for p in trajectory if p.acc is not None] or [p for p in points if p.acc is not None]
-    with_ppl = [p for p in trajectory if p.ppl is not None] or [p for p in points if p.ppl is not None]
+    trajectory, with_ppl, with_acc = measured(points)
     best = smoothed_best(with_acc, t)
     keep = {m.name for m in best.members} if best is not None else set()
     base = next((p for p in trajectory if p.base and p.acc is not None), None)

@@ -269,9 +269,9 @@ def gap_to_best(p: Point, best: Point, t: Thresholds) -> Gap:
 def point_is_high(p: Point, best: Point, t: Thresholds) -> bool:
     """``p``'s accuracy is high against ``best`` (see the module doc)."""
     g = gap_to_best(p, best, t)
-    if g.paired:
-        return not g.below() or g.within(t)
-    return accuracy_is_high(p.acc, p.n, best.acc, best.n, t, g.z)
+    if g.se is None:  # no sample counts: the relative tolerance
+        return accuracy_is_high(p.acc, p.n, best.acc, best.n, t)
+    return not g.below() or g.within(t)
 
 
 def _ac_variance(acc: float, n: int, z: float) -> float:
@@ -319,11 +319,17 @@ def smoothed_best(points: Sequence[Point], t: Thresholds = Thresholds()) -> Poin
     return best
 
 
-def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
-    """Classify every point; see the module doc for the rules."""
+def measured(points: Sequence[Point]) -> tuple[list[Point], list[Point], list[Point]]:
+    """(trajectory, points with ppl, points with accuracy): the trajectory's, else all points'."""
     trajectory = [p for p in points if p.on_trajectory]
     with_ppl = [p for p in trajectory if p.ppl is not None] or [p for p in points if p.ppl is not None]
     with_acc = [p for p in trajectory if p.acc is not None] or [p for p in points if p.acc is not None]
+    return trajectory, with_ppl, with_acc
+
+
+def classify(points: Sequence[Point], t: Thresholds = Thresholds()) -> Phases:
+    """Classify every point; see the module doc for the rules."""
+    trajectory, with_ppl, with_acc = measured(points)
     min_p = min(with_ppl, key=lambda p: p.ppl) if with_ppl else None
     best_p = smoothed_best(with_acc, t)
     position = {p.name: i for i, p in enumerate(trajectory)}

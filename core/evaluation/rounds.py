@@ -102,13 +102,12 @@ class Rounds:
             return {}
         return state
 
-    def _catch_up(self, run: Run, name: str, split: str, state: dict[int, GenSample]) -> None:
+    def _catch_up(self, latest: Metric | None, name: str, split: str, state: dict[int, GenSample]) -> None:
         """A record for what the sidecar holds when it grades more than the latest record and
         keeps its grades (a run killed between the two), or adds the grades an earlier full
         evaluation recorded without; any other disagreement is left as it is."""
         if not state:
             return
-        latest = _latest_acc(run, name, split)
         record = self.ev.acc_record(name, split, list(state.values()),
                                     looks=_looks(latest, len(state), self.cap(split)), rows=self.rows(split))
         if latest is None or (latest.grades is None and latest.n == record.n and latest.value == record.value) \
@@ -124,17 +123,19 @@ class Rounds:
         # a live evaluator may be between its sidecar and its record (a dead one's claim is no matter)
         busy = {n for n in self.ev.rundir.claimed()
                 if not is_stale(self.ev.rundir.claim_path(n), self.ev.options.claim_timeout)}
+        latest_acc = _latest_accs(run)
         for (name, split), state in states.items():
             if name not in busy:
-                self._catch_up(run, name, split, state)
+                self._catch_up(latest_acc.get((name, split)), name, split, state)
         run = self.ev.reader.snapshot()
         rows, _ = build_rows(run)
+        latest_acc = _latest_accs(run)
         jobs: dict[str, list[tuple[str, int]]] = {}
         for split in self.splits():
             cap = self.cap(split)
             points, graded = [], {}
             for p in points_for(rows, split):
-                latest = _latest_acc(run, p.name, split)
+                latest = latest_acc.get((p.name, split))
                 if (p.name, split) in states:
                     graded[p.name] = len(states[(p.name, split)])
                     if not graded[p.name] and latest is not None and not self._forced(p.name, split) \
@@ -181,7 +182,8 @@ class Rounds:
         todo = [i for i in row_order(gradable) if i not in state][: max(target - len(state), 0)]
         if not todo:
             return
-        latest = None if self._forced(ckpt.name, split) else _latest_acc(ev.reader.snapshot(), ckpt.name, split)
+        latest = None if self._forced(ckpt.name, split) else \
+            _latest_accs(ev.reader.snapshot()).get((ckpt.name, split))
         samples = list(state.values())
         step = ev.options.batch_size
         for start in range(0, len(todo), step):  # the sidecar after every batch: a kill loses one batch at most
@@ -199,13 +201,10 @@ def _sample_ok(s: GenSample) -> bool:
             and isinstance(s.generation, str) and all(v is None or isinstance(v, str) for v in (s.gold, s.extracted)))
 
 
-def _latest_acc(run: Run, name: str, split: str) -> Metric | None:
-    latest = None
-    for m in run.metrics:
-        if m.checkpoint == name and m.split == split and m.metric == METRIC_ACC and m.aggregate == MEAN \
-                and m.probe is None:
-            latest = m
-    return latest
+def _latest_accs(run: Run) -> dict[tuple[str, str], Metric]:
+    """(checkpoint, split) -> its latest accuracy record of overmem's own, in one pass."""
+    return {(m.checkpoint, m.split): m for m in run.metrics
+            if m.metric == METRIC_ACC and m.aggregate == MEAN and m.probe is None}
 
 
 def _looks(latest: Metric | None, n: int, cap: int) -> int | None:
