@@ -148,12 +148,24 @@ def outcome(run: Path, splits: tuple[str, ...]) -> dict:
     return out
 
 
+MARKER = ".overmem-adaptive-bench"  # a folder this benchmark made: the only kind it deletes in
+
+
+def own_folder(base: Path) -> Path:
+    """``base``, made by this benchmark (marked), or refused: --root may name any folder."""
+    if base.exists() and not (base / MARKER).is_file():
+        raise SystemExit(f"{base} exists and was not made by this benchmark; choose another --root")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / MARKER).touch()
+    return base
+
+
 def one(name: str, seed: int, lr: float, eval_size: int, splits: tuple[str, ...], root: str) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
-    base = Path(root) / name
+    base = own_folder(Path(root) / name)
     train(base / "trained", seed, lr, eval_size)
     result = {"name": name}
     for mode in ("full", "adaptive"):
