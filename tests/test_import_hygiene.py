@@ -112,7 +112,7 @@ def test_a_users_own_core_package_never_shadows_overmem(tmp_path):
     run("-m", "overmem.evaluation", "run", json.dumps({"backend": "hf", "max_new_tokens": 4, "metrics": ["ppl"]}))
     assert (user / "run" / "checkpoints" / "ep1").is_dir() and (user / "run" / "metrics.jsonl").is_file()
     torchrun = Path(sys.executable).with_name("torchrun")
-    done = subprocess.run([str(torchrun), "--nproc-per-node", "1", "-m", "overmem_tui.cli", "train", "--model",
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "1", "--standalone", "-m", "overmem_tui.cli", "train", "--model",
                            "tiny", "--data", "synthetic-math", "--out", "run2", "--method", "lora", "--rank", "4",
                            "--alpha", "8", "--epochs", "1", "--batch-size", "8", "--train-size", "8",
                            "--eval-size", "2"], cwd=user, capture_output=True, text=True, env=env, timeout=300)

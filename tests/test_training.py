@@ -275,7 +275,7 @@ def test_two_processes_match_one(tmp_path):
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",  # a free port
          "-m", "overmem_tui.cli", "train", "--model", "tiny", "--data", "synthetic-math", "--out", str(two),
          "--epochs", "1", "--batch-size", "8", "--micro-batch-size", "2", "--max-len", "256", "--lr", "1e-3",
          "--rank", "8", "--alpha", "16", "--dropout", "0", "--train-size", "16", "--eval-size", "8"],
@@ -328,15 +328,16 @@ train(tiny_cfg({out!r}, {method!r}, epochs=2, train_size=16, dropout=0.0, micro_
 """
 
 
-def _torchrun(args: list[str], port: int, timeout: float = 600):
+def _torchrun(args: list[str], timeout: float = 600):
+    """2 processes under torchrun; --standalone: a free port of its own, never one another job holds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                           str(port), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,port", [("full", 29541), ("lora", 29543)])
-def test_fsdp_on_two_processes_matches_one_process(tmp_path, method, port):
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fsdp_on_two_processes_matches_one_process(tmp_path, method):
     """FSDP2 over 2 gloo processes: the same weights (1e-5, float32) and losses as 1 process
     without sharding; its checkpoints load as any other; a killed run resumes to the same weights."""
     one = tmp_path / "one"
@@ -345,7 +346,7 @@ def test_fsdp_on_two_processes_matches_one_process(tmp_path, method, port):
     proc = _torchrun(["-m", "overmem_tui.cli", "train", "--model", "tiny", "--data", "synthetic-math", "--out",
                       str(two), "--method", method, "--epochs", "2", "--batch-size", "8", "--micro-batch-size", "2",
                       "--max-len", "256", "--lr", "1e-3", "--rank", "8", "--alpha", "16", "--dropout", "0",
-                      "--train-size", "16", "--eval-size", "8", "--fsdp", "--precision", "fp32"], port)
+                      "--train-size", "16", "--eval-size", "8", "--fsdp", "--precision", "fp32"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = load_run(two, strict=True)
     assert run.status == "finished" and run.info.hyperparameters["fsdp"] is True
@@ -369,9 +370,9 @@ def test_fsdp_on_two_processes_matches_one_process(tmp_path, method, port):
     killed = tmp_path / "killed"
     script = tmp_path / "killer.py"
     script.write_text(FSDP_KILLER.format(root=str(ROOT), kill_at=3, out=str(killed), method=method))
-    proc = _torchrun([str(script)], port + 1)
+    proc = _torchrun([str(script)])
     assert proc.returncode != 0 and [c.name for c in load_run(killed).checkpoints] == ["ep0", "ep1"]
-    proc = _torchrun(["-m", "overmem_tui.cli", "train", "--resume", "--out", str(killed)], port)
+    proc = _torchrun(["-m", "overmem_tui.cli", "train", "--resume", "--out", str(killed)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     c = _trainable(killed)
     for key in b:
