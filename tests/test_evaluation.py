@@ -212,6 +212,8 @@ def test_cli_takes_over_stale_claims_and_leaves_fresh_ones(trained_run, tmp_path
         assert remote.read_bytes() == remote_text and fresh.read_bytes() == fresh_text  # left alone
         assert rd.claimed() == ["ep1", "ep2"]
 
+        fresh = _write_claim(rd, "ep2", host=socket.gethostname(), pid=live.pid, age=1)  # fresh again, however
+        fresh_text = fresh.read_bytes()  # long the first evaluation took
         r = runner.invoke(app, [*common, "--claim-timeout", "30"])
         assert r.exit_code == 0, r.output + (r.stderr or "")
         assert "evaluated 1 checkpoint(s)" in r.output and "ep2: claimed by another evaluator" in r.output

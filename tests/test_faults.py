@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,8 @@ def test_sigkill_merge_mid_write_leaves_nothing_listed(tmp_path):
         proc.wait()
         if staging is not None:
             break
+        # missed: the merge finished (or had not begun); undo it so the next try writes it again
+        shutil.rmtree(rd.checkpoints / "merge-ep1+ep2", ignore_errors=True)
     assert staging is not None, "never caught the merge mid-write"
     assert [c.name for c in load_run(rd.path).checkpoints if c.kind == "merge"] == []
     done = run_cli("merge", "ep1", "ep2", "--run", rd.path, "--force")
@@ -210,7 +213,7 @@ def test_watch_without_a_terminal_says_so_at_once(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("overmem: error: watch needs a terminal; use overmem recommend for text "
                                      "output")
-    assert time.time() - start < 5  # the interpreter's start included; the check itself is instant
+    assert time.time() - start < 20  # no waiting for a terminal: the interpreter's start on a loaded machine at most
 
 
 def test_watch_on_a_missing_path_with_a_terminal(tmp_path):
@@ -234,4 +237,4 @@ def test_watch_on_a_missing_path_with_a_terminal(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 2
     text = output.decode(errors="replace")
     assert "no such directory" in text and "--wait" in text
-    assert time.time() - start < 10
+    assert time.time() - start < 20  # says so and exits: no waiting for the folder
