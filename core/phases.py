@@ -376,7 +376,7 @@ def _verdict(p, index, ratio, gap, acc_high, first_high, min_index, best_p, t) -
     if p.acc is None and p.ppl is None:
         return Verdict(p.name, Phase.UNKNOWN, None, None, "no metrics on this split")
     if acc_high is False:
-        gap_text = f"accuracy {fmt_points(gap)} below the best ({best_p.name})"
+        gap_text = f"accuracy {fmt_points(gap)} below the best ({best_p.name}{_paired_text(p, best_p, t)})"
         after_peak = index is not None and first_high is not None and index > first_high
         if after_peak:
             return Verdict(p.name, Phase.OVERFIT, ratio, gap, _join(gap_text, "after its peak", ppl_text))
@@ -392,6 +392,15 @@ def _verdict(p, index, ratio, gap, acc_high, first_high, min_index, best_p, t) -
             p.name, Phase.PURPLE, ratio, gap, _join("accuracy high", ppl_text, f"> {t.ppl_factor:g}x")
         )
     return Verdict(p.name, Phase.YELLOW, ratio, gap, _join("accuracy high", ppl_text))
+
+
+def _paired_text(p: Point, best_p: Point, t: Thresholds) -> str:
+    """What the paired test saw, when it judged: its difference on the shared rows and the
+    margin of error at the look's z (which may differ from the plain difference shown)."""
+    g = gap_to_best(p, best_p, t)
+    if not g.paired or g.se is None:
+        return ""
+    return f"; paired on {g.paired} rows: {fmt_points(g.gap)} ± {g.z * g.se * 100:.1f}"
 
 
 def _join(*parts: str) -> str:

@@ -77,6 +77,18 @@ def test_paired_test_is_tighter_than_independent_samples():
     assert point_is_high(unpaired, Point("best", 2.0, best.acc, n), T)  # two binomials: within 2 SE
 
 
+def test_a_verdict_below_the_best_shows_what_the_paired_test_saw():
+    n = 400
+    best = point("best", grades_of(set(range(360)), n))  # 90%
+    low = point("low", grades_of(set(range(320)), n))  # 80%: 40 rows one way, none the other
+    verdict = classify([low, best], T).of("low")  # before the peak: black
+    assert verdict.phase is Phase.BLACK
+    # Agresti-Min: 40 of 402 rows; its standard error 1.51 points, at z 2
+    assert "below the best (best; paired on 400 rows: 10.0 points ± 3.0)" in verdict.reason
+    unpaired = classify([Point("low", 2.0, 0.8, n), Point("best", 2.0, 0.9, n)], T).of("low")
+    assert unpaired.phase is Phase.BLACK and unpaired.reason.startswith("accuracy 10.0 points below the best (best)")
+
+
 def test_margin_makes_a_proven_small_gap_high():
     n = 1319
     best = point("best", grades_of(set(range(1250)), n))
