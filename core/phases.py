@@ -41,7 +41,7 @@ from enum import Enum
 from typing import Sequence
 
 from overmem.sequential import look_z
-from overmem.units import fmt_pct, fmt_points
+from overmem.units import fmt_pct, fmt_points, pct
 
 # Log-ppl below this counts as this (a perfect model's log-ppl is 0, and every
 # ratio to 0 would be infinite).
@@ -400,7 +400,7 @@ def _paired_text(p: Point, best_p: Point, t: Thresholds) -> str:
     g = gap_to_best(p, best_p, t)
     if not g.paired or g.se is None:
         return ""
-    return f"; paired on {g.paired} rows: {fmt_points(g.gap)} ± {g.z * g.se * 100:.1f}"
+    return f"; paired on {g.paired} rows: {fmt_points(g.gap)} ± {pct(g.z * g.se):.1f}"
 
 
 def _join(*parts: str) -> str:
